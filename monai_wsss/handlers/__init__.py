@@ -1,0 +1,20 @@
+"""Ignite handlers (``attach(engine)``) for MONAI engines."""
+
+from .checkpoint import AtomicCheckpointSaver, ResumeCheckpointLoader, latest_checkpoint
+from .consistency_weight import ConsistencyWeightScheduler, sigmoid_rampup
+from .figures import LearningCurveWriter, OverlayPNGSaver, save_overlay_png
+from .progress import ProgressBar
+from .validation import OptionalValidationHandler
+
+__all__ = [
+    "AtomicCheckpointSaver",
+    "ConsistencyWeightScheduler",
+    "LearningCurveWriter",
+    "OptionalValidationHandler",
+    "OverlayPNGSaver",
+    "ProgressBar",
+    "ResumeCheckpointLoader",
+    "latest_checkpoint",
+    "save_overlay_png",
+    "sigmoid_rampup",
+]

@@ -1,0 +1,171 @@
+"""Pictures of results: overlay PNGs of segmentations and learning curves."""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from monai.utils import IgniteInfo, min_version, optional_import
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+
+__all__ = ["LearningCurveWriter", "OverlayPNGSaver", "save_overlay_png"]
+
+
+def _atomic_savefig(fig, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _np(x) -> np.ndarray:
+    return np.asarray(torch.as_tensor(x).detach().cpu().float().numpy())
+
+
+def save_overlay_png(path: str, image, masks: dict[str, object], title: str = "", slice_axis: int = -1) -> None:
+    """
+    Write a PNG with the image and one panel per mask (contour-free colour overlay) on the slice, along
+    ``slice_axis``, where the first mask has the largest area (the middle slice if it is empty). Inputs are
+    channel-first 2D or 3D arrays; the first channel of each is shown.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img = _np(image)[0]
+    arrays = {k: _np(v)[0] > 0.5 for k, v in masks.items()}
+    if img.ndim == 3:
+        axis = slice_axis % 3
+        ref = next(iter(arrays.values())) if arrays else None
+        areas = ref.sum(axis=tuple(a for a in range(3) if a != axis)) if ref is not None else None
+        idx = int(np.argmax(areas)) if areas is not None and areas.max() > 0 else img.shape[axis] // 2
+        img = np.take(img, idx, axis=axis)
+        arrays = {k: np.take(v, idx, axis=axis) for k, v in arrays.items()}
+        title = f"{title} (slice {idx} of axis {axis})"
+    lo, hi = np.percentile(img, (1, 99))
+    fig, axes = plt.subplots(1, 1 + len(arrays), figsize=(3.2 * (1 + len(arrays)), 3.4))
+    axes = np.atleast_1d(axes)
+    for ax in axes:
+        ax.imshow(img.T, cmap="gray", vmin=lo, vmax=hi, origin="lower")
+        ax.axis("off")
+    axes[0].set_title("image")
+    for ax, (name, m), colour in zip(axes[1:], arrays.items(), ("Greens", "Reds", "Blues", "Oranges"), strict=False):
+        ax.imshow(np.ma.masked_where(~m.T, m.T), cmap=colour, alpha=0.5, vmin=0, vmax=1, origin="lower")
+        ax.set_title(name)
+    fig.suptitle(title, fontsize=9)
+    _atomic_savefig(fig, path)
+    plt.close(fig)
+
+
+class OverlayPNGSaver:
+    """
+    Evaluator handler: after each iteration, write ``<output_dir>/<case>_overlay.png`` with the image and the
+    masks ``mask_keys`` (e.g. label, prediction, baseline) of every case of the batch (decollated output).
+
+    Args:
+        output_dir: folder of the PNGs.
+        image_key: image in each decollated output item.
+        mask_keys: masks to overlay, shown in this order.
+    """
+
+    def __init__(self, output_dir: str, image_key: str = "image", mask_keys: Sequence[str] = ("label", "pred")):
+        self.output_dir = output_dir
+        self.image_key = image_key
+        self.mask_keys = tuple(mask_keys)
+        self.written: list[str] = []
+
+    def attach(self, engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine) -> None:
+        items = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
+        for i, item in enumerate(items):
+            image = item[self.image_key]
+            meta = getattr(image, "meta", {}) or {}
+            name = os.path.basename(str(meta.get("filename_or_obj", f"case{engine.state.iteration}_{i}")))
+            name = name.split(".")[0]
+            path = os.path.join(self.output_dir, f"{name}_overlay.png")
+            save_overlay_png(path, image, {k: item[k] for k in self.mask_keys if k in item}, title=name)
+            self.written.append(path)
+
+
+class LearningCurveWriter:
+    """
+    Trainer handler: record the scalar terms ``output_keys`` of ``engine.state.output`` (and ``state_attributes``
+    such as the consistency weight) every iteration, and at each epoch end write ``<output_dir>/<name>.csv`` and
+    ``<output_dir>/<name>.png`` (the terms against the iteration, smoothed over ``smooth`` iterations).
+
+    Args:
+        output_dir: folder of the files.
+        output_keys: scalars of ``engine.state.output``.
+        state_attributes: scalars of ``engine.state``.
+        name: file stem.
+        smooth: moving-average window of the plot.
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        output_keys: Sequence[str] = ("loss",),
+        state_attributes: Sequence[str] = (),
+        name: str = "learning_curve",
+        smooth: int = 10,
+    ) -> None:
+        self.output_dir = output_dir
+        self.keys = tuple(output_keys)
+        self.attrs = tuple(state_attributes)
+        self.name = name
+        self.smooth = max(1, smooth)
+        self.rows: list[dict[str, float]] = []
+
+    def attach(self, engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.record)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.write)
+
+    def record(self, engine) -> None:
+        out = engine.state.output
+        out = out[0] if isinstance(out, list) else out
+        row = {"iteration": float(engine.state.iteration)}
+        row.update({k: float(out[k]) for k in self.keys if isinstance(out, dict) and k in out})
+        row.update({a: float(getattr(engine.state, a)) for a in self.attrs if hasattr(engine.state, a)})
+        self.rows.append(row)
+
+    def write(self, engine=None) -> None:
+        if not self.rows:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        os.makedirs(self.output_dir, exist_ok=True)
+        fields = list(dict.fromkeys(k for r in self.rows for k in r))
+        csv_path = os.path.join(self.output_dir, f"{self.name}.csv")
+        fd, tmp = tempfile.mkstemp(suffix=".csv", dir=self.output_dir)
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, csv_path)
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        it = np.array([r["iteration"] for r in self.rows])
+        for k in fields[1:]:
+            v = np.array([r.get(k, np.nan) for r in self.rows])
+            w = min(self.smooth, len(v))
+            ax.plot(it[w - 1 :], np.convolve(v, np.ones(w) / w, mode="valid"), label=k)
+        ax.set_xlabel("iteration")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        _atomic_savefig(fig, os.path.join(self.output_dir, f"{self.name}.png"))
+        plt.close(fig)

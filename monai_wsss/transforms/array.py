@@ -1,0 +1,97 @@
+"""Array transforms of monai_wsss (channel-first, numpy or torch)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from monai.config import NdarrayOrTensor
+from monai.transforms import DistanceTransformEDT, Transform
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
+
+__all__ = ["SignedDistanceMap", "OtsuForeground"]
+
+
+def _inner_boundary(mask: torch.Tensor) -> torch.Tensor:
+    """Foreground voxels with a face-adjacent background voxel (voxels outside the image do not count)."""
+    boundary = torch.zeros_like(mask)
+    for axis in range(1, mask.ndim):
+        n = mask.shape[axis]
+        if n < 2:
+            continue
+        lo, hi = mask.narrow(axis, 0, n - 1), mask.narrow(axis, 1, n - 1)
+        boundary.narrow(axis, 1, n - 1).logical_or_(hi & ~lo)
+        boundary.narrow(axis, 0, n - 1).logical_or_(lo & ~hi)
+    return boundary
+
+
+class SignedDistanceMap(Transform):
+    """
+    Normalised signed distance map (SDM) of a channel-first binary mask, the level-set target of dual-task
+    consistency: for each channel, with ``d_in`` the distance of a foreground voxel to the background and ``d_out``
+    the distance of a background voxel to the foreground,
+
+        SDM = d_out / max(d_out) - d_in / max(d_in),   and 0 on the foreground's inner boundary,
+
+    so values are negative inside, positive outside, in [-1, 1], and 0 on the boundary. A channel without foreground
+    gives all zeros (the reference's convention); a channel that is all foreground gives -1 everywhere (inside, no
+    boundary in view). Distances come from MONAI's :py:class:`monai.transforms.DistanceTransformEDT`. Multi-class
+    targets are handled channel by channel (one binary mask per channel, e.g. one-hot without background).
+
+    The map depends on the field of view: compute it after cropping and flipping.
+
+        Luo, X., Chen, J., Song, T., Wang, G. (2021) Semi-supervised Medical Image Segmentation through Dual-task
+        Consistency. AAAI 2021 (Sec. "Dual-task consistency", the SDF definition, Eq. 1).
+
+    Args:
+        sampling: voxel spacing passed to the distance transform; ``None`` means unit spacing (as the reference).
+
+    Example::
+
+        >>> SignedDistanceMap()(torch.tensor([[[0, 1, 1, 1, 0, 0]]]))  # inside < 0, boundary 0, outside > 0
+        tensor([[[ 0.5000,  0.0000, -1.0000,  0.0000,  0.5000,  1.0000]]])
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, sampling: float | Sequence[float] | None = None) -> None:
+        self.edt = DistanceTransformEDT(sampling=sampling)
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        mask = convert_to_tensor(img, track_meta=False) > 0
+        if mask.ndim not in (3, 4):
+            raise ValueError(f"`img` must be channel-first 2D or 3D (C, H, W[, D]), got shape {tuple(mask.shape)}.")
+        out = torch.zeros(mask.shape, dtype=torch.float32)
+        for c in range(mask.shape[0]):
+            fg = mask[c : c + 1]
+            if not fg.any():
+                continue
+            if fg.all():
+                out[c] = -1.0
+                continue
+            d_in = convert_to_tensor(self.edt(fg.to(torch.uint8)), dtype=torch.float32, track_meta=False).cpu()
+            d_out = convert_to_tensor(self.edt((~fg).to(torch.uint8)), dtype=torch.float32, track_meta=False).cpu()
+            sdm = d_out / d_out.max() - d_in / d_in.max()
+            sdm[_inner_boundary(fg.cpu())] = 0.0
+            out[c] = sdm[0]
+        return convert_to_dst_type(out, img, dtype=torch.float32)[0]
+
+
+class OtsuForeground(Transform):
+    """
+    Trivial segmentation baseline: threshold each channel of a channel-first image at its Otsu threshold
+    (``skimage.filters.threshold_otsu`` over the whole volume). Combine with
+    :py:class:`monai.transforms.KeepLargestConnectedComponent` for the "Otsu + largest component" baseline.
+
+        Otsu, N. (1979) A Threshold Selection Method from Gray-Level Histograms. IEEE Trans. SMC 9(1).
+    """
+
+    backend = [TransformBackends.NUMPY]
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        from skimage.filters import threshold_otsu
+
+        arr = np.asarray(convert_to_tensor(img, track_meta=False).detach().cpu().numpy(), dtype=np.float32)
+        out = np.stack([(c > threshold_otsu(c)) if c.max() > c.min() else np.zeros_like(c, bool) for c in arr])
+        return convert_to_dst_type(out.astype(np.float32), img)[0]

@@ -1,0 +1,81 @@
+"""Dictionary-based wrappers of :py:mod:`monai_wsss.transforms.array`."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+from monai.config import KeysCollection, NdarrayOrTensor
+from monai.transforms import MapTransform
+
+from monai_wsss.transforms.array import OtsuForeground, SignedDistanceMap
+
+__all__ = [
+    "SignedDistanceMapd",
+    "SignedDistanceMapD",
+    "SignedDistanceMapDict",
+    "OtsuForegroundd",
+    "OtsuForegroundD",
+    "OtsuForegroundDict",
+]
+
+
+class SignedDistanceMapd(MapTransform):
+    """
+    Dictionary-based wrapper of :py:class:`monai_wsss.transforms.SignedDistanceMap`: writes the map of ``key`` to
+    ``f"{key}_{postfix}"`` and keeps the mask.
+
+    Args:
+        keys: keys of the masks.
+        sampling: voxel spacing for the distance transform; ``None`` means unit spacing.
+        postfix: suffix of the output key (``label`` -> ``label_sdf``).
+        allow_missing_keys: skip missing keys (e.g. unlabelled samples sharing the labelled pipeline).
+    """
+
+    backend = SignedDistanceMap.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        sampling: float | Sequence[float] | None = None,
+        postfix: str = "sdf",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.converter = SignedDistanceMap(sampling=sampling)
+        self.postfix = postfix
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[f"{key}_{self.postfix}"] = self.converter(d[key])
+        return d
+
+
+class OtsuForegroundd(MapTransform):
+    """
+    Dictionary-based wrapper of :py:class:`monai_wsss.transforms.OtsuForeground`.
+
+    Args:
+        keys: keys of the images.
+        output_key: where to write the mask; ``None`` overwrites the input key. Only valid with one key.
+        allow_missing_keys: skip missing keys.
+    """
+
+    backend = OtsuForeground.backend
+
+    def __init__(self, keys: KeysCollection, output_key: str | None = None, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if output_key is not None and len(self.keys) != 1:
+            raise ValueError(f"`output_key` needs exactly one key, got keys={self.keys}.")
+        self.converter = OtsuForeground()
+        self.output_key = output_key
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[self.output_key or key] = self.converter(d[key])
+        return d
+
+
+SignedDistanceMapD = SignedDistanceMapDict = SignedDistanceMapd
+OtsuForegroundD = OtsuForegroundDict = OtsuForegroundd
