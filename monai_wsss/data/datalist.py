@@ -11,7 +11,7 @@ from monai.data import load_decathlon_datalist
 
 from monai_wsss.data.validation import DatasetError, validate_datalist
 
-__all__ = ["load_semisupervised_datalist", "split_labeled_unlabeled"]
+__all__ = ["list_images", "load_semisupervised_datalist", "split_labeled_unlabeled"]
 
 LABELED, UNLABELED, VALIDATION, TEST = "labeled", "unlabeled", "validation", "test"
 
@@ -155,3 +155,30 @@ def load_semisupervised_datalist(
     if validate:
         validate_datalist(labeled + unlabeled + validation + test, label_values=label_values)
     return out
+
+
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+
+
+def list_images(dataset_dir: str, datalist: str = "dataset.json", key: str = "test") -> list[str]:
+    """
+    Image paths to run inference on: the images of list ``key`` of ``dataset_dir/datalist`` when that list exists;
+    otherwise every image file (NIfTI, NRRD, MHA, DICOM) directly inside ``dataset_dir``, sorted.
+
+    Raises:
+        DatasetError: the folder does not exist or holds no image.
+    """
+    if not os.path.isdir(dataset_dir):
+        raise DatasetError(f"{dataset_dir}: dataset folder does not exist.")
+    path = datalist if os.path.isabs(datalist) else os.path.join(dataset_dir, datalist)
+    if os.path.isfile(path):
+        with open(path) as f:
+            has_key = bool(json.load(f).get(key))
+        if has_key:
+            return [d["image"] for d in _read_list(path, key, dataset_dir)]
+    files = sorted(
+        os.path.join(dataset_dir, f) for f in os.listdir(dataset_dir) if f.lower().endswith(IMAGE_SUFFIXES)
+    )
+    if not files:
+        raise DatasetError(f"{dataset_dir}: no '{key}' list in {datalist} and no image file in the folder.")
+    return files

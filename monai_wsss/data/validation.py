@@ -22,7 +22,8 @@ def _load(path: str, loader: LoadImage) -> tuple[torch.Tensor | None, str | None
     try:
         return loader(path), None
     except Exception as e:  # any reader failure is reported as one line naming the file
-        return None, f"{path}: cannot be read as an image ({type(e).__name__}: {str(e).splitlines()[0][:200]})."
+        first_line = str(e).partition("\n")[0][:200]  # str(e) may be empty
+        return None, f"{path}: cannot be read as an image ({type(e).__name__}: {first_line})."
 
 
 def validate_case(

@@ -2,6 +2,7 @@
 
 from .checkpoint import AtomicCheckpointSaver, ResumeCheckpointLoader, latest_checkpoint
 from .consistency_weight import ConsistencyWeightScheduler, sigmoid_rampup
+from .metrics import SpacingAwareMetricHandler
 from .figures import LearningCurveWriter, OverlayPNGSaver, save_overlay_png
 from .progress import ProgressBar
 from .validation import OptionalValidationHandler
@@ -14,6 +15,7 @@ __all__ = [
     "OverlayPNGSaver",
     "ProgressBar",
     "ResumeCheckpointLoader",
+    "SpacingAwareMetricHandler",
     "latest_checkpoint",
     "save_overlay_png",
     "sigmoid_rampup",

@@ -17,14 +17,25 @@ class AtomicCheckpointSaver(CheckpointSaver):
     :py:class:`monai.handlers.CheckpointSaver` whose files are written atomically: each checkpoint is serialised to
     a temporary file in the same folder and renamed over the target (ignite's ``DiskSaver(atomic=True)``, readable
     by group and others), so a run killed while saving never leaves a truncated ``model.pt`` or checkpoint.
-    Arguments and files written are those of ``CheckpointSaver``.
+    Arguments and files written are those of ``CheckpointSaver``, plus:
+
+    Args:
+        save_engine_as: also save the state (iteration, epoch) of the engine this handler is attached to under this
+            key, e.g. ``"trainer"`` for resumable checkpoints. A config cannot reference the trainer from its own
+            handlers (circular reference), hence this option.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, save_engine_as: str | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.save_engine_as = save_engine_as
         for ckpt in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
             if ckpt is not None:
                 ckpt.save_handler._atomic = True  # MONAI builds its DiskSavers with atomic=False
+
+    def attach(self, engine) -> None:
+        if self.save_engine_as:
+            self.save_dict[self.save_engine_as] = engine  # the Checkpoint objects hold this same dict
+        super().attach(engine)
 
 
 def latest_checkpoint(ckpt_dir: str, pattern: str = "*checkpoint*.pt") -> str | None:
@@ -47,7 +58,8 @@ class ResumeCheckpointLoader:
 
     Args:
         ckpt_dir: folder of the interval checkpoints.
-        load_dict: objects to restore, e.g. ``{"model": net, "optimizer": opt, "lr_scheduler": sch, "trainer": t}``.
+        load_dict: objects to restore, e.g. ``{"model": net, "optimizer": opt, "lr_scheduler": sch}``.
+        load_engine_as: also restore the engine this handler is attached to from this key (``None``: do not).
         enabled: False always starts afresh.
         pattern: glob of checkpoint names.
         map_location: passed to ``torch.load``.
@@ -57,13 +69,15 @@ class ResumeCheckpointLoader:
         self,
         ckpt_dir: str,
         load_dict: dict,
+        load_engine_as: str | None = "trainer",
         enabled: bool = True,
         pattern: str = "*checkpoint*.pt",
         map_location: str | dict | None = "cpu",
         name: str | None = None,
     ) -> None:
         self.ckpt_dir = ckpt_dir
-        self.load_dict = load_dict
+        self.load_dict = dict(load_dict)
+        self.load_engine_as = load_engine_as
         self.enabled = enabled
         self.pattern = pattern
         self.map_location = map_location
@@ -76,4 +90,6 @@ class ResumeCheckpointLoader:
             self.logger.info(f"No checkpoint in {self.ckpt_dir}: training starts from iteration 0.")
             return
         self.logger.info(f"Resuming from {self.path}.")
+        if self.load_engine_as:
+            self.load_dict[self.load_engine_as] = engine
         CheckpointLoader(load_path=self.path, load_dict=self.load_dict, map_location=self.map_location).attach(engine)

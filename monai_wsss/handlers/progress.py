@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 IgniteProgressBar, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "ProgressBar")
@@ -16,7 +17,7 @@ def _scalars(keys: Sequence[str]) -> Callable:
         out = output[0] if isinstance(output, list) and output else output
         if not isinstance(out, dict):
             return {}
-        return {k: float(out[k]) for k in keys if k in out}
+        return {k: float(torch.as_tensor(out[k]).detach()) for k in keys if k in out}
 
     return transform
 

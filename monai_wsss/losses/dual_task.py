@@ -111,6 +111,11 @@ class DualTaskConsistencyLoss(_Loss):
         n = len(label) if num_labeled is None else num_labeled
         if n != len(label) or n > len(seg):
             raise ValueError(f"`num_labeled`={n} does not match {len(label)} labels and a batch of {len(seg)}.")
+        if label.shape != seg[:n].shape or label_sdf.shape != sdf[:n].shape:
+            raise ValueError(
+                f"Targets {tuple(label.shape)}, {tuple(label_sdf.shape)} do not match the labelled predictions "
+                f"{tuple(seg[:n].shape)}, {tuple(sdf[:n].shape)}."
+            )
         loss_dice = self.dice(seg[:n], label)
         loss_sdf = torch.mean((sdf[:n] - label_sdf) ** 2)
         loss_consistency = self.consistency(seg, sdf)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Conv, Dropout
 
@@ -70,7 +71,8 @@ class ReferenceVNetFeatures(nn.Module):
         Semi-supervised 3D Left Atrium Segmentation. MICCAI 2019.
 
     Note:
-        Four down-samplings: spatial sizes must be divisible by 16.
+        Four down-samplings: inputs whose sizes are not multiples of 16 are zero-padded at the end of each axis and
+        the output is cropped back, so e.g. the paper's field of view at 1.25 mm (56x56x40) works.
 
     Args:
         spatial_dims: 2 or 3.
@@ -91,6 +93,8 @@ class ReferenceVNetFeatures(nn.Module):
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"`spatial_dims` must be 2 or 3, got {spatial_dims}.")
         f = [features * 2**i for i in range(5)]
 
         def stage(n_convs: int, c_in: int, c_out: int) -> nn.Sequential:
@@ -135,6 +139,10 @@ class ReferenceVNetFeatures(nn.Module):
         self.dropout = Dropout[Dropout.DROPOUT, spatial_dims](p=dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spatial = x.shape[2:]
+        pad = [(-s) % 16 for s in spatial]
+        if any(pad):
+            x = F.pad(x, [p for s in reversed(pad) for p in (0, s)])
         skips = []
         for i, block in enumerate(self.encoder):
             x = block(x)
@@ -144,7 +152,8 @@ class ReferenceVNetFeatures(nn.Module):
         x = self.dropout(x)
         for up, block, skip in zip(self.up, self.decoder, reversed(skips), strict=False):
             x = block(up(x) + skip)
-        return self.dropout(x)
+        x = self.dropout(x)
+        return x[(..., *[slice(0, s) for s in spatial])] if any(pad) else x
 
 
 class DualTaskVNet(DualTaskNet):

