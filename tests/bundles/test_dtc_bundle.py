@@ -12,10 +12,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
-
-from conftest import REPO
 
 BUNDLE = os.path.join(REPO, "bundles", "dtc_semisupervised_seg")
 CONFIGS = os.path.join(BUNDLE, "configs")
@@ -163,8 +162,12 @@ def test_verify_net_in_out_and_metadata():
     from monai.bundle import verify_metadata, verify_net_in_out
 
     verify_net_in_out(
-        net_id="network_def", meta_file=META, config_file=os.path.join(CONFIGS, "inference.json"), n=2,
-        device="cpu", **{"network_def#features": 8},
+        net_id="network_def",
+        meta_file=META,
+        config_file=os.path.join(CONFIGS, "inference.json"),
+        n=2,
+        device="cpu",
+        **{"network_def#features": 8},
     )
     verify_metadata(meta_file=META, filepath=SCHEMA)
 
