@@ -45,7 +45,7 @@ demo: setup
 	    --config_file "['configs/inference.json','configs/evaluate.json']" $(BUNDLE_ARGS)
 
 test: setup
-	$(PY) -m ruff check monai_wsss tests benchmarks
+	$(PY) -m ruff check .
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q --durations=20 tests
 
 clean:
