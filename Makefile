@@ -38,7 +38,7 @@ data-extras:
 
 setup: $(VENV)/.installed data-extras
 
-# Train DTC on the default data, then evaluate it beside the Otsu baseline (about 10 minutes on 2 CPU cores).
+# Train DTC on the default data, then evaluate it beside the Otsu baseline (about 3 minutes on 2 CPU cores).
 demo: setup
 	cd $(BUNDLE) && ../../$(PY) -m monai.bundle run --config_file configs/train.json $(BUNDLE_ARGS)
 	cd $(BUNDLE) && ../../$(PY) -m monai.bundle run \
