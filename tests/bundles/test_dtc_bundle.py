@@ -217,3 +217,38 @@ def test_bad_dataset_gives_one_clear_error(tmp_path, tiny_brain_dataset):
         chain.append(str(e))
         e = e.__cause__
     assert any("robex.nii.gz" in m and "[7]" in m for m in chain), chain
+
+
+def test_slicer_style_inference(tmp_path, robex_small):
+    """What 3D Slicer's MONAI-bundle runner does: parse inference.json alone, override the standard keys, run."""
+    from monai.bundle import ConfigParser
+
+    tmp = str(tmp_path)
+    img, _, aff = robex_small
+    image = os.path.join(tmp, "volume.nii.gz")
+    nib.save(nib.Nifti1Image(img, aff), image)
+    net = __import__("monai_wsss.networks", fromlist=["DualTaskVNet"]).DualTaskVNet(features=8)
+    os.makedirs(os.path.join(tmp, "bundle", "models"))
+    torch.save(net.state_dict(), os.path.join(tmp, "bundle", "models", "model.pt"))
+    parser = ConfigParser()
+    parser.read_config(os.path.join(CONFIGS, "inference.json"))
+    parser.read_meta(META)
+    parser.update(
+        {
+            "bundle_root": os.path.join(tmp, "bundle"),
+            "dataset_dir": tmp,
+            "output_dir": os.path.join(tmp, "out"),
+            "datalist": [image],
+            "device": torch.device("cpu"),
+            "dataloader#num_workers": 0,
+            "network_def#features": 8,
+        }
+    )
+    parser.get_parsed_content("evaluator").run()
+    outputs = [f for f in os.listdir(os.path.join(tmp, "out")) if f.endswith(".nii.gz")]
+    assert outputs == ["volume_seg.nii.gz"]
+    seg = nib.load(os.path.join(tmp, "out", outputs[0]))
+    assert seg.shape == img.shape
+    assert set(np.unique(np.asarray(seg.dataobj)).tolist()) <= {0, 1}
+    names = parser.get("_meta_#network_data_format#outputs#pred#channel_def")
+    assert names == {"0": "background", "1": "foreground"}
