@@ -11,7 +11,7 @@ from monai.data import load_decathlon_datalist
 
 from monai_wsss.data.validation import DatasetError, validate_datalist
 
-__all__ = ["list_images", "load_semisupervised_datalist", "split_labeled_unlabeled"]
+__all__ = ["list_images", "load_semisupervised_datalist", "load_test_datalist", "split_labeled_unlabeled"]
 
 LABELED, UNLABELED, VALIDATION, TEST = "labeled", "unlabeled", "validation", "test"
 
@@ -180,3 +180,35 @@ def list_images(dataset_dir: str, datalist: str = "dataset.json", key: str = "te
     if not files:
         raise DatasetError(f"{dataset_dir}: no '{key}' list in {datalist} and no image file in the folder.")
     return files
+
+
+def load_test_datalist(
+    dataset_dir: str,
+    datalist: str = "dataset.json",
+    key: str = "test",
+    validate: bool = True,
+    label_values: Sequence[int] | None = None,
+) -> list[dict]:
+    """
+    The labelled cases of list ``key`` (default ``test``) of a decathlon datalist, validated, for evaluation.
+
+    Raises:
+        DatasetError: no such list, or none of its cases has a label (evaluation needs ground truth); a file fails
+            validation.
+    """
+    path = datalist if os.path.isabs(datalist) else os.path.join(dataset_dir, datalist)
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path}: datalist file not found (expected a decathlon-style dataset.json).")
+    with open(path) as f:
+        meta = json.load(f)
+    items = [d for d in (_read_list(path, key, dataset_dir) if meta.get(key) else []) if d.get("label")]
+    if not items:
+        raise DatasetError(
+            f"{path}: no labelled case in a '{key}' list, so there is nothing to evaluate against; add a '{key}' list "
+            "with image and label, or run the inference config alone to segment images."
+        )
+    if label_values is None and isinstance(meta.get("labels"), dict):
+        label_values = [int(k) for k in meta["labels"]]
+    if validate:
+        validate_datalist(items, label_values=label_values)
+    return items

@@ -327,3 +327,33 @@ def test_split_labeled_unlabeled_defaults_and_errors():
     )
     with pytest.raises(ValueError, match="Incompatible values"):
         split_labeled_unlabeled(items, num_labeled=1, labeled_fraction=0.5)
+
+
+def test_load_test_datalist_keeps_labelled_test_cases(tmp_path):
+    from monai_wsss.data import load_test_datalist
+
+    test = [_case(tmp_path, "t0", folder="Ts"), _case(tmp_path, "t1", labeled=False, folder="Ts")]
+    root = _dataset(tmp_path, labeled=3, test=test)
+    items = load_test_datalist(str(root))
+    assert _names(items) == ["t0"]
+    assert items[0]["label"] == os.path.join(str(root), "labelsTs/t0.nii.gz")
+
+
+def test_load_test_datalist_without_test_list_is_a_clear_error(tmp_path):
+    from monai_wsss.data import load_test_datalist
+
+    root = _dataset(tmp_path, labeled=3)
+    with pytest.raises(DatasetError, match=r"dataset\.json: no labelled case in a 'test' list"):
+        load_test_datalist(str(root))
+
+
+def test_load_test_datalist_validates_labels(tmp_path):
+    from monai_wsss.data import load_test_datalist
+
+    test = [_case(tmp_path, "t0", folder="Ts")]
+    bad = np.zeros(SHAPE, np.uint8)
+    bad[0, 0, 0] = 5
+    _write_nifti(tmp_path / "labelsTs/t0.nii.gz", bad)
+    root = _dataset(tmp_path, labeled=3, test=test)
+    with pytest.raises(DatasetError, match=r"t0\.nii\.gz: label values \[5\]"):
+        load_test_datalist(str(root))
