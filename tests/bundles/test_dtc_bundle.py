@@ -37,7 +37,7 @@ def _train_overrides(tmp: str, dataset_dir: str, **kw) -> dict:
     return out
 
 
-def _train(tmp: str, dataset_dir: str, **kw) -> ConfigWorkflow:
+def _train_workflow(tmp: str, dataset_dir: str, **kw) -> ConfigWorkflow:
     wf = ConfigWorkflow(
         config_file=os.path.join(CONFIGS, "train.json"),
         meta_file=META,
@@ -47,6 +47,11 @@ def _train(tmp: str, dataset_dir: str, **kw) -> ConfigWorkflow:
     )
     wf.initialize()
     assert wf.check_properties() == []
+    return wf
+
+
+def _train(tmp: str, dataset_dir: str, **kw) -> ConfigWorkflow:
+    wf = _train_workflow(tmp, dataset_dir, **kw)
     wf.run()
     wf.finalize()
     return wf
@@ -96,25 +101,25 @@ def test_resume_continues_iterations_optimizer_and_lr(tmp_path, tiny_brain_datas
     opt1 = first.parser.get_parsed_content("optimizer").state_dict()
     assert sorted(os.listdir(os.path.join(tmp, "models"))) == ["checkpoint_epoch=2.pt", "model.pt"]
     # "killed" after 4 iterations; re-run asking for 8: it resumes at iteration 4
-    second = ConfigWorkflow(
-        config_file=os.path.join(CONFIGS, "train.json"),
-        meta_file=META,
-        workflow_type="train",
-        bundle_root=BUNDLE,
-        **_train_overrides(tmp, tiny_brain_dataset, num_iterations=8, epoch_length=2, lr_step_iterations=5),
-    )
-    second.initialize()
+    second = _train_workflow(tmp, tiny_brain_dataset, num_iterations=8, epoch_length=2, lr_step_iterations=5)
     trainer = second.parser.get_parsed_content("train::trainer")
-    seen = []
-    trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: seen.append(e.state.iteration))
+    opt2 = second.parser.get_parsed_content("optimizer")
+    seen, resumed_buf = [], []
+
+    def record(engine):
+        seen.append(engine.state.iteration)
+        if not resumed_buf:  # before the first resumed step: the optimiser state just loaded
+            resumed_buf.append(opt2.state[opt2.param_groups[0]["params"][0]]["momentum_buffer"].clone())
+
+    trainer.add_event_handler(Events.ITERATION_STARTED, record)
     second.run()
     assert seen == [5, 6, 7, 8]
-    opt2 = second.parser.get_parsed_content("optimizer")
     sched = second.parser.get_parsed_content("lr_scheduler")
     assert sched.last_epoch == 8
     assert opt2.param_groups[0]["lr"] == pytest.approx(0.01 * 0.1)  # one StepLR step at iteration 5
     first_buf = next(iter(opt1["state"].values()))["momentum_buffer"]
-    assert first_buf.abs().sum() > 0  # momentum existed and was carried over (checked via the checkpoint below)
+    assert first_buf.abs().sum() > 0
+    torch.testing.assert_close(resumed_buf[0], first_buf)  # momentum carried over from the first run
     ckpt = torch.load(os.path.join(tmp, "models", "checkpoint_epoch=4.pt"), weights_only=True)
     assert ckpt["trainer"]["iteration"] == 8
     second.finalize()
