@@ -1,21 +1,39 @@
-"""Datalists, validation, the default data and two-stream loaders."""
+"""Datalists, validation, the default data and multi-stream loaders."""
 
-from .datalist import list_images, load_semisupervised_datalist, load_test_datalist, split_labeled_unlabeled
-from .default_data import DEFAULT_DATASET, build_brain_t1_dataset, default_cache_dir, default_dataset_dir
-from .loaders import TwoStreamLoader
+from .datalist import (
+    list_images,
+    load_semisupervised_datalist,
+    load_test_datalist,
+    partition_labeled,
+    split_labeled_unlabeled,
+)
+from .default_data import (
+    DEFAULT_DATASET,
+    TISSUE_DATASET,
+    build_brain_t1_dataset,
+    build_mni152_tissue_dataset,
+    default_cache_dir,
+    default_dataset_dir,
+)
+from .loaders import MultiStreamLoader, TwoStreamLoader, subset_loaders
 from .validation import DatasetError, validate_case, validate_datalist
 
 __all__ = [
     "DEFAULT_DATASET",
     "DatasetError",
+    "MultiStreamLoader",
+    "TISSUE_DATASET",
     "TwoStreamLoader",
     "build_brain_t1_dataset",
+    "build_mni152_tissue_dataset",
     "default_cache_dir",
     "default_dataset_dir",
     "list_images",
     "load_semisupervised_datalist",
     "load_test_datalist",
+    "partition_labeled",
     "split_labeled_unlabeled",
+    "subset_loaders",
     "validate_case",
     "validate_datalist",
 ]

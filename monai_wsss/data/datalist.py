@@ -7,11 +7,17 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from monai.data import load_decathlon_datalist
+from monai.data import load_decathlon_datalist, partition_dataset
 
 from monai_wsss.data.validation import DatasetError, validate_datalist
 
-__all__ = ["list_images", "load_semisupervised_datalist", "load_test_datalist", "split_labeled_unlabeled"]
+__all__ = [
+    "list_images",
+    "load_semisupervised_datalist",
+    "load_test_datalist",
+    "partition_labeled",
+    "split_labeled_unlabeled",
+]
 
 LABELED, UNLABELED, VALIDATION, TEST = "labeled", "unlabeled", "validation", "test"
 
@@ -60,6 +66,45 @@ def split_labeled_unlabeled(
     labeled = [items[i] for i in sorted(order[:num_labeled])]
     unlabeled = [{k: v for k, v in items[i].items() if k != label_key} for i in sorted(order[num_labeled:])]
     return labeled, unlabeled
+
+
+def partition_labeled(
+    items: Sequence[dict], num_subsets: int = 2, overlap: float = 0.0, seed: int = 0, shuffle: bool = True
+) -> list[list[dict]]:
+    """
+    Split labelled cases into ``num_subsets`` training subsets, one per ensemble member (co-training, Peng et al.,
+    Pattern Recognition 2020): ``round(overlap * N)`` cases are shared by every subset and the others are dealt to
+    the subsets disjointly by :py:func:`monai.data.partition_dataset` (seeded shuffle; sizes differ by at most one).
+    ``overlap=0`` gives disjoint subsets, ``overlap=1`` gives every member all labelled cases.
+
+    Args:
+        items: labelled cases.
+        num_subsets: number of subsets (S >= 2).
+        overlap: fraction of the cases shared by all subsets, in [0, 1].
+        seed: seed of the shuffle.
+        shuffle: when False, the shared cases are the first ones and the rest is dealt in datalist order.
+
+    Raises:
+        ValueError: S < 2, overlap outside [0, 1], or too few cases to give every subset at least one.
+    """
+    items = list(items)
+    if int(num_subsets) < 2:
+        raise ValueError(f"`num_subsets` (the number of ensemble members) must be >= 2, got {num_subsets}.")
+    if not 0.0 <= overlap <= 1.0:
+        raise ValueError(f"`overlap` must be in [0, 1], got {overlap}.")
+    n_shared = int(round(overlap * len(items)))
+    if n_shared == 0 and len(items) < num_subsets:
+        raise ValueError(
+            f"{len(items)} labelled case(s) cannot give {num_subsets} disjoint non-empty subsets; "
+            "label more cases, use fewer members or a positive `overlap`."
+        )
+    order = np.random.RandomState(seed).permutation(len(items)) if shuffle else np.arange(len(items))
+    shared = [items[i] for i in sorted(order[:n_shared])]
+    rest = [items[i] for i in sorted(order[n_shared:])]
+    if not rest:
+        return [list(shared) for _ in range(num_subsets)]
+    parts = partition_dataset(rest, num_partitions=num_subsets, shuffle=shuffle, seed=seed, even_divisible=False)
+    return [shared + list(p) for p in parts]
 
 
 def load_semisupervised_datalist(

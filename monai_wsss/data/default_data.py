@@ -34,9 +34,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DEFAULT_DATASET", "default_cache_dir", "default_dataset_dir", "build_brain_t1_dataset"]
+__all__ = [
+    "DEFAULT_DATASET",
+    "TISSUE_DATASET",
+    "build_brain_t1_dataset",
+    "build_mni152_tissue_dataset",
+    "default_cache_dir",
+    "default_dataset_dir",
+]
 
 DEFAULT_DATASET = "brain_t1_2mm"
+TISSUE_DATASET = "mni152_tissue_slabs"
 GRID_SIZE = (96, 112, 96)
 GRID_SPACING = 2.0
 _DEBIAN_HINT = (
@@ -161,15 +169,95 @@ def build_brain_t1_dataset(out_dir: str) -> str:
     return out_dir
 
 
+TISSUE_SPACING = 1.5
+SLAB_SLICES = 5
+SLAB_GAP = 1
+SLAB_ROLES = ("training", "unlabeled", "test", "unlabeled")
+
+
+def build_mni152_tissue_dataset(out_dir: str) -> str:
+    """
+    Build the default 3-class tissue set in ``out_dir``: the MNI152 2009a symmetric T1 template that ships with
+    ``nilearn``, resampled to 1.5 mm, with labels 0 = background and CSF, 1 = grey matter, 2 = white matter (argmax
+    of ``255 - gm - wm``, ``gm``, ``wm``, the published tissue probability maps x255 of the 152 brains).
+
+    The volume is cut into axial slabs of ``SLAB_SLICES`` slices (7.5 mm) separated by ``SLAB_GAP`` discarded
+    slice; slabs that contain brain are dealt in turn to the roles ``SLAB_ROLES`` (labelled, unlabelled, test,
+    unlabelled), so train and test slices are disjoint and spread over the whole brain. One population average,
+    not a cohort: the test slabs are unseen slices of the same (smooth) brain.
+    """
+    import SimpleITK as sitk
+
+    data = os.path.join(_package_dir("nilearn"), "datasets", "data")
+    paths = {k: os.path.join(data, f"mni_icbm152_{k}_tal_nlin_sym_09a_converted.nii.gz") for k in ("t1", "gm", "wm")}
+    missing = [p for p in paths.values() if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(f"nilearn's MNI152 files are missing: {missing} (pip install nilearn).")
+    t1 = sitk.ReadImage(paths["t1"], sitk.sitkFloat32)
+    probs = [sitk.GetArrayFromImage(sitk.ReadImage(paths[k], sitk.sitkFloat32)) for k in ("gm", "wm")]
+    label_arr = np.argmax(np.stack([np.clip(255.0 - probs[0] - probs[1], 0, None), *probs]), axis=0)
+    label = sitk.GetImageFromArray(label_arr.astype(np.uint8))
+    label.CopyInformation(t1)
+    size = [int(round(n * sp / TISSUE_SPACING)) for n, sp in zip(t1.GetSize(), t1.GetSpacing(), strict=True)]
+    ref = sitk.Image(size, sitk.sitkFloat32)
+    ref.SetSpacing([TISSUE_SPACING] * 3)
+    ref.SetOrigin(t1.GetOrigin())
+    ref.SetDirection(t1.GetDirection())
+    image = sitk.Resample(t1, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    label = sitk.Resample(label, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    label_zyx = sitk.GetArrayViewFromImage(label)
+
+    for sub in ("imagesTr", "labelsTr"):
+        os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
+    lists: dict[str, list[dict]] = {"training": [], "unlabeled": [], "test": []}
+    period = SLAB_SLICES + SLAB_GAP
+    slab = 0
+    for z0 in range(0, size[2] - SLAB_SLICES + 1, period):
+        if not (label_zyx[z0 : z0 + SLAB_SLICES] > 0).any():
+            continue
+        role = SLAB_ROLES[slab % len(SLAB_ROLES)]
+        name = f"mni152_z{z0:03d}"
+        item = {"image": f"imagesTr/{name}.nii.gz"}
+        sitk.WriteImage(image[:, :, z0 : z0 + SLAB_SLICES], os.path.join(out_dir, item["image"]))
+        if role != "unlabeled":
+            item["label"] = f"labelsTr/{name}.nii.gz"
+            sitk.WriteImage(label[:, :, z0 : z0 + SLAB_SLICES], os.path.join(out_dir, item["label"]))
+        lists[role].append(item)
+        slab += 1
+    meta = {
+        "name": "MNI152-tissue-slabs",
+        "description": (
+            "Grey / white matter segmentation on 2D axial slices of the MNI152 2009a symmetric T1 template (nilearn), "
+            f"1.5 mm, cut into {SLAB_SLICES}-slice axial slabs dealt in turn to labelled / unlabelled / test / "
+            "unlabelled. One population average (smooth, skull-stripped), not a cohort: test slabs are unseen "
+            "slices of the same brain."
+        ),
+        "sources": {"mni152": "PyPI nilearn (MNI ICBM152 2009a; McGill permissive notice)"},
+        "tensorImageSize": "3D",
+        "modality": {"0": "MRI T1"},
+        "labels": {"0": "background and CSF", "1": "grey matter", "2": "white matter"},
+        "numTraining": len(lists["training"]) + len(lists["unlabeled"]),
+        "numTest": len(lists["test"]),
+        **lists,
+    }
+    with open(os.path.join(out_dir, "dataset.json"), "w") as f:
+        json.dump(meta, f, indent=2)
+    return out_dir
+
+
+_BUILDERS = {DEFAULT_DATASET: build_brain_t1_dataset, TISSUE_DATASET: build_mni152_tissue_dataset}
+
+
 def default_dataset_dir(name: str = DEFAULT_DATASET, cache_dir: str | None = None) -> str:
     """
-    Return the folder of a default dataset, building it on first use (a few seconds).
+    Return the folder of a default dataset (``DEFAULT_DATASET``: brain extraction, 3D; ``TISSUE_DATASET``: grey /
+    white matter on slices), building it on first use (a few seconds).
 
     The build happens in a temporary sibling folder that is renamed into place when complete; concurrent builders
     (e.g. several ``torchrun`` ranks) are safe: the first rename wins and the others discard their copy.
     """
-    if name != DEFAULT_DATASET:
-        raise ValueError(f"Unknown default dataset '{name}'; available: {DEFAULT_DATASET}.")
+    if name not in _BUILDERS:
+        raise ValueError(f"Unknown default dataset '{name}'; available: {sorted(_BUILDERS)}.")
     root = cache_dir or default_cache_dir()
     target = os.path.join(root, name)
     if os.path.isfile(os.path.join(target, "dataset.json")):
@@ -177,7 +265,7 @@ def default_dataset_dir(name: str = DEFAULT_DATASET, cache_dir: str | None = Non
     os.makedirs(root, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}-", dir=root)
     try:
-        build_brain_t1_dataset(tmp)
+        _BUILDERS[name](tmp)
         try:
             os.rename(tmp, target)
         except OSError:

@@ -1,5 +1,13 @@
 """Engines built on MONAI's workflows."""
 
+from .cotraining import CoTrainingEvents, CoTrainingTrainer, PrepareEnsembleBatch
 from .semi_supervised import UNLABELED_IMAGE, PrepareLabeledUnlabeledBatch, SemiSupervisedTrainer
 
-__all__ = ["PrepareLabeledUnlabeledBatch", "SemiSupervisedTrainer", "UNLABELED_IMAGE"]
+__all__ = [
+    "CoTrainingEvents",
+    "CoTrainingTrainer",
+    "PrepareEnsembleBatch",
+    "PrepareLabeledUnlabeledBatch",
+    "SemiSupervisedTrainer",
+    "UNLABELED_IMAGE",
+]

@@ -1,5 +1,18 @@
 """Losses, one module per method family."""
 
+from .adversarial import FGSM, VAT, segmentation_cross_entropy
+from .cotraining import AdversarialDiversityLoss, JensenShannonDivergenceLoss, generalized_jsd, kl_divergence
 from .dual_task import DualTaskConsistencyLoss, LevelSetConsistencyLoss, smooth_heaviside
 
-__all__ = ["DualTaskConsistencyLoss", "LevelSetConsistencyLoss", "smooth_heaviside"]
+__all__ = [
+    "FGSM",
+    "VAT",
+    "AdversarialDiversityLoss",
+    "DualTaskConsistencyLoss",
+    "JensenShannonDivergenceLoss",
+    "LevelSetConsistencyLoss",
+    "generalized_jsd",
+    "kl_divergence",
+    "segmentation_cross_entropy",
+    "smooth_heaviside",
+]

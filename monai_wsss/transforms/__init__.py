@@ -1,7 +1,10 @@
 """Transforms: array versions and their dictionary twins."""
 
-from .array import OtsuForeground, SignedDistanceMap
+from .array import EnsembleDisagreement, OtsuForeground, SignedDistanceMap
 from .dictionary import (
+    EnsembleDisagreementD,
+    EnsembleDisagreementd,
+    EnsembleDisagreementDict,
     OtsuForegroundD,
     OtsuForegroundd,
     OtsuForegroundDict,
@@ -11,6 +14,10 @@ from .dictionary import (
 )
 
 __all__ = [
+    "EnsembleDisagreement",
+    "EnsembleDisagreementd",
+    "EnsembleDisagreementD",
+    "EnsembleDisagreementDict",
     "OtsuForeground",
     "OtsuForegroundd",
     "OtsuForegroundD",

@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from monai.config import NdarrayOrTensor
 from monai.transforms import DistanceTransformEDT, Transform
+from monai.transforms.post.array import Ensemble
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
-__all__ = ["SignedDistanceMap", "OtsuForeground"]
+__all__ = ["EnsembleDisagreement", "SignedDistanceMap", "OtsuForeground"]
 
 
 def _inner_boundary(mask: torch.Tensor) -> torch.Tensor:
@@ -95,3 +96,25 @@ class OtsuForeground(Transform):
         arr = np.asarray(convert_to_tensor(img, track_meta=False).detach().cpu().numpy(), dtype=np.float32)
         out = np.stack([(c > threshold_otsu(c)) if c.max() > c.min() else np.zeros_like(c, bool) for c in arr])
         return convert_to_dst_type(out.astype(np.float32), img)[0]
+
+
+class EnsembleDisagreement(Ensemble, Transform):
+    """
+    Uncertainty map of an ensemble: the per-voxel generalised Jensen-Shannon divergence of the members'
+    class-probability maps, ``H(mean_s p_s) - mean_s H(p_s)`` in nats (0 where all members agree, at most
+    ``log S``); the co-training ensemble's agreement term (Peng et al., Pattern Recognition 2020) read as a map.
+
+    Input: a sequence of S channel-first probability maps (C, spatial...) or one tensor (S, C, spatial...); a
+    single-channel (sigmoid) map is read as ``[1 - p, p]``. Output: (1, spatial...), the type of the input.
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __call__(self, img: Sequence[NdarrayOrTensor] | NdarrayOrTensor) -> NdarrayOrTensor:
+        from monai_wsss.losses.cotraining import generalized_jsd
+
+        p = self.get_stacked_torch(img).float()
+        if p.shape[1] == 1:
+            p = torch.cat([1.0 - p, p], dim=1)
+        out = generalized_jsd(p.unsqueeze(1))  # members as dim 0, a batch of one
+        return self.post_convert(out, img)

@@ -6,10 +6,14 @@ from collections.abc import Hashable, Mapping, Sequence
 
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform
+from monai.transforms.post.dictionary import Ensembled
 
-from monai_wsss.transforms.array import OtsuForeground, SignedDistanceMap
+from monai_wsss.transforms.array import EnsembleDisagreement, OtsuForeground, SignedDistanceMap
 
 __all__ = [
+    "EnsembleDisagreementd",
+    "EnsembleDisagreementD",
+    "EnsembleDisagreementDict",
     "SignedDistanceMapd",
     "SignedDistanceMapD",
     "SignedDistanceMapDict",
@@ -77,5 +81,18 @@ class OtsuForegroundd(MapTransform):
         return d
 
 
+class EnsembleDisagreementd(Ensembled):
+    """
+    Dictionary-based wrapper of :py:class:`monai_wsss.transforms.EnsembleDisagreement`: the members' probability
+    maps under ``keys`` (or one stacked key) give the uncertainty map under ``output_key``.
+    """
+
+    backend = EnsembleDisagreement.backend
+
+    def __init__(self, keys: KeysCollection, output_key: str | None = None, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, EnsembleDisagreement(), output_key, allow_missing_keys)
+
+
 SignedDistanceMapD = SignedDistanceMapDict = SignedDistanceMapd
 OtsuForegroundD = OtsuForegroundDict = OtsuForegroundd
+EnsembleDisagreementD = EnsembleDisagreementDict = EnsembleDisagreementd
