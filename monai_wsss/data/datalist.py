@@ -89,7 +89,7 @@ def partition_labeled(
     """
     items = list(items)
     if int(num_subsets) < 2:
-        raise ValueError(f"`num_subsets` (the number of ensemble members) must be >= 2, got {num_subsets}.")
+        raise ValueError(f"`num_subsets` (the number of ensemble members, num_models) must be >= 2, got {num_subsets}.")
     if not 0.0 <= overlap <= 1.0:
         raise ValueError(f"`overlap` must be in [0, 1], got {overlap}.")
     n_shared = int(round(overlap * len(items)))

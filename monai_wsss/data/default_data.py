@@ -175,14 +175,16 @@ SLAB_GAP = 1
 SLAB_ROLES = ("training", "unlabeled", "test", "unlabeled")
 
 
-def build_mni152_tissue_dataset(out_dir: str) -> str:
+def build_mni152_tissue_dataset(
+    out_dir: str, spacing: float = TISSUE_SPACING, slab_slices: int = SLAB_SLICES, slab_gap: int = SLAB_GAP
+) -> str:
     """
     Build the default 3-class tissue set in ``out_dir``: the MNI152 2009a symmetric T1 template that ships with
-    ``nilearn``, resampled to 1.5 mm, with labels 0 = background and CSF, 1 = grey matter, 2 = white matter (argmax
+    ``nilearn``, scaled to [0, 1] by its maximum and resampled to 1.5 mm, with labels 0 = background and CSF, 1 = grey matter, 2 = white matter (argmax
     of ``255 - gm - wm``, ``gm``, ``wm``, the published tissue probability maps x255 of the 152 brains).
 
-    The volume is cut into axial slabs of ``SLAB_SLICES`` slices (7.5 mm) separated by ``SLAB_GAP`` discarded
-    slice; slabs that contain brain are dealt in turn to the roles ``SLAB_ROLES`` (labelled, unlabelled, test,
+    The volume is cut into axial slabs of ``slab_slices`` slices (5, 7.5 mm) separated by ``slab_gap`` discarded
+    slice(s); slabs that contain brain are dealt in turn to the roles ``SLAB_ROLES`` (labelled, unlabelled, test,
     unlabelled), so train and test slices are disjoint and spread over the whole brain. One population average,
     not a cohort: the test slabs are unseen slices of the same (smooth) brain.
     """
@@ -194,13 +196,16 @@ def build_mni152_tissue_dataset(out_dir: str) -> str:
     if missing:
         raise FileNotFoundError(f"nilearn's MNI152 files are missing: {missing} (pip install nilearn).")
     t1 = sitk.ReadImage(paths["t1"], sitk.sitkFloat32)
+    # scaled to [0, 1] on the whole volume (label-free), so slabs at the top of the head with little brain keep the
+    # intensity scale of the others even where per-image percentile scaling degenerates
+    t1 = t1 / float(sitk.GetArrayViewFromImage(t1).max())
     probs = [sitk.GetArrayFromImage(sitk.ReadImage(paths[k], sitk.sitkFloat32)) for k in ("gm", "wm")]
     label_arr = np.argmax(np.stack([np.clip(255.0 - probs[0] - probs[1], 0, None), *probs]), axis=0)
     label = sitk.GetImageFromArray(label_arr.astype(np.uint8))
     label.CopyInformation(t1)
-    size = [int(round(n * sp / TISSUE_SPACING)) for n, sp in zip(t1.GetSize(), t1.GetSpacing(), strict=True)]
+    size = [int(round(n * sp / spacing)) for n, sp in zip(t1.GetSize(), t1.GetSpacing(), strict=True)]
     ref = sitk.Image(size, sitk.sitkFloat32)
-    ref.SetSpacing([TISSUE_SPACING] * 3)
+    ref.SetSpacing([float(spacing)] * 3)
     ref.SetOrigin(t1.GetOrigin())
     ref.SetDirection(t1.GetDirection())
     image = sitk.Resample(t1, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
@@ -210,25 +215,25 @@ def build_mni152_tissue_dataset(out_dir: str) -> str:
     for sub in ("imagesTr", "labelsTr"):
         os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
     lists: dict[str, list[dict]] = {"training": [], "unlabeled": [], "test": []}
-    period = SLAB_SLICES + SLAB_GAP
+    period = slab_slices + slab_gap
     slab = 0
-    for z0 in range(0, size[2] - SLAB_SLICES + 1, period):
-        if not (label_zyx[z0 : z0 + SLAB_SLICES] > 0).any():
+    for z0 in range(0, size[2] - slab_slices + 1, period):
+        if not (label_zyx[z0 : z0 + slab_slices] > 0).any():
             continue
         role = SLAB_ROLES[slab % len(SLAB_ROLES)]
         name = f"mni152_z{z0:03d}"
         item = {"image": f"imagesTr/{name}.nii.gz"}
-        sitk.WriteImage(image[:, :, z0 : z0 + SLAB_SLICES], os.path.join(out_dir, item["image"]))
+        sitk.WriteImage(image[:, :, z0 : z0 + slab_slices], os.path.join(out_dir, item["image"]))
         if role != "unlabeled":
             item["label"] = f"labelsTr/{name}.nii.gz"
-            sitk.WriteImage(label[:, :, z0 : z0 + SLAB_SLICES], os.path.join(out_dir, item["label"]))
+            sitk.WriteImage(label[:, :, z0 : z0 + slab_slices], os.path.join(out_dir, item["label"]))
         lists[role].append(item)
         slab += 1
     meta = {
         "name": "MNI152-tissue-slabs",
         "description": (
             "Grey / white matter segmentation on 2D axial slices of the MNI152 2009a symmetric T1 template (nilearn), "
-            f"1.5 mm, cut into {SLAB_SLICES}-slice axial slabs dealt in turn to labelled / unlabelled / test / "
+            f"{spacing} mm, cut into {slab_slices}-slice axial slabs dealt in turn to labelled / unlabelled / test / "
             "unlabelled. One population average (smooth, skull-stripped), not a cohort: test slabs are unseen "
             "slices of the same brain."
         ),

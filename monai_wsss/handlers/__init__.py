@@ -3,7 +3,7 @@
 from .checkpoint import AtomicCheckpointSaver, ResumeCheckpointLoader, latest_checkpoint
 from .consistency_weight import ConsistencyWeightScheduler, sigmoid_rampup
 from .figures import LearningCurveWriter, OverlayPNGSaver, save_overlay_png
-from .metrics import SpacingAwareMetricHandler
+from .metrics import SpacingAwareMetricHandler, member_dice_metrics
 from .progress import ProgressBar
 from .validation import OptionalValidationHandler
 
@@ -17,6 +17,7 @@ __all__ = [
     "ResumeCheckpointLoader",
     "SpacingAwareMetricHandler",
     "latest_checkpoint",
+    "member_dice_metrics",
     "save_overlay_png",
     "sigmoid_rampup",
 ]

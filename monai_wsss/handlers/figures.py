@@ -32,11 +32,21 @@ def _np(x) -> np.ndarray:
     return np.asarray(torch.as_tensor(x).detach().cpu().float().numpy())
 
 
+def _label_map(m: np.ndarray) -> np.ndarray:
+    """Channel-first mask -> integer label map: argmax of several channels (one-hot or probabilities), 0.5
+    threshold of one channel in [0, 1], else its rounded values (a label map)."""
+    if m.shape[0] > 1:
+        return np.argmax(m, axis=0).astype(np.int64)
+    m = m[0]
+    return (m > 0.5).astype(np.int64) if m.max(initial=0) <= 1 else np.rint(m).astype(np.int64)
+
+
 def save_overlay_png(path: str, image, masks: dict[str, object], title: str = "", slice_axis: int = -1) -> None:
     """
     Write a PNG with the image and one panel per mask (contour-free colour overlay) on the slice, along
     ``slice_axis``, where the first mask has the largest area (the middle slice if it is empty). Inputs are
-    channel-first 2D or 3D arrays; the first channel of each is shown.
+    channel-first 2D or 3D arrays: binary masks, label maps (classes in distinct colours) or several channels
+    (one-hot or probabilities, shown by argmax).
     """
     import matplotlib
 
@@ -44,11 +54,12 @@ def save_overlay_png(path: str, image, masks: dict[str, object], title: str = ""
     import matplotlib.pyplot as plt
 
     img = _np(image)[0]
-    arrays = {k: _np(v)[0] > 0.5 for k, v in masks.items()}
+    arrays = {k: _label_map(_np(v)) for k, v in masks.items()}
+    multi_class = any(a.max() > 1 for a in arrays.values())
     if img.ndim == 3:
         axis = slice_axis % 3
         ref = next(iter(arrays.values())) if arrays else None
-        areas = ref.sum(axis=tuple(a for a in range(3) if a != axis)) if ref is not None else None
+        areas = (ref > 0).sum(axis=tuple(a for a in range(3) if a != axis)) if ref is not None else None
         idx = int(np.argmax(areas)) if areas is not None and areas.max() > 0 else img.shape[axis] // 2
         img = np.take(img, idx, axis=axis)
         arrays = {k: np.take(v, idx, axis=axis) for k, v in arrays.items()}
@@ -61,7 +72,11 @@ def save_overlay_png(path: str, image, masks: dict[str, object], title: str = ""
         ax.axis("off")
     axes[0].set_title("image")
     for ax, (name, m), colour in zip(axes[1:], arrays.items(), ("Greens", "Reds", "Blues", "Oranges"), strict=False):
-        ax.imshow(np.ma.masked_where(~m.T, m.T), cmap=colour, alpha=0.5, vmin=0, vmax=1, origin="lower")
+        shown = np.ma.masked_where(m.T == 0, m.T)
+        if multi_class:
+            ax.imshow(shown, cmap="tab10", alpha=0.6, vmin=0, vmax=9, origin="lower", interpolation="nearest")
+        else:
+            ax.imshow(shown, cmap=colour, alpha=0.5, vmin=0, vmax=1, origin="lower")
         ax.set_title(name)
     fig.suptitle(title, fontsize=9)
     _atomic_savefig(fig, path)

@@ -6,9 +6,22 @@ from collections.abc import Sequence
 
 import torch
 from monai.data import MetaTensor
-from monai.handlers import IgniteMetricHandler
+from monai.handlers import IgniteMetricHandler, MeanDice, from_engine
 
-__all__ = ["SpacingAwareMetricHandler"]
+__all__ = ["SpacingAwareMetricHandler", "member_dice_metrics"]
+
+
+def member_dice_metrics(
+    num_models: int, pred_prefix: str = "pred_", label_key: str = "label", include_background: bool = False
+) -> dict[str, MeanDice]:
+    """``{"dice_member_{i}": MeanDice(...)}`` for the S members of an ensemble whose (one-hot) predictions are under
+    ``f"{pred_prefix}{i}"`` (the ``pred_keys`` of ``EnsembleEvaluator``), to report each member beside the ensemble."""
+    return {
+        f"dice_member_{i}": MeanDice(
+            include_background=include_background, output_transform=from_engine([f"{pred_prefix}{i}", label_key])
+        )
+        for i in range(int(num_models))
+    }
 
 
 class SpacingAwareMetricHandler(IgniteMetricHandler):
