@@ -101,9 +101,10 @@ def partition_labeled(
     order = np.random.RandomState(seed).permutation(len(items)) if shuffle else np.arange(len(items))
     shared = [items[i] for i in sorted(order[:n_shared])]
     rest = [items[i] for i in sorted(order[n_shared:])]
-    if not rest:
-        return [list(shared) for _ in range(num_subsets)]
-    parts = partition_dataset(rest, num_partitions=num_subsets, shuffle=shuffle, seed=seed, even_divisible=False)
+    if len(rest) < num_subsets:  # fewer leftovers than members: the first members get one each
+        parts = [rest[i : i + 1] for i in range(num_subsets)]
+    else:
+        parts = partition_dataset(rest, num_partitions=num_subsets, shuffle=shuffle, seed=seed, even_divisible=False)
     return [shared + list(p) for p in parts]
 
 

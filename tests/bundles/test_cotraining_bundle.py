@@ -88,7 +88,7 @@ def test_train_learns_then_evaluates_on_unseen_slabs(tmp_path, tiny_tissue_datas
     assert metrics["dice"] > 0.5, metrics  # grey + white matter mean Dice on 2 unseen slabs
     assert {"dice_member_0", "dice_member_1", "jaccard", "hd95_mm", "asd_mm"} <= set(metrics)
     with open(os.path.join(tmp_path, "eval", "metrics.csv")) as f:
-        names = {line.split()[0] for line in f}
+        names = {line.split(",")[0] for line in f}
     assert {"dice", "dice_member_0", "dice_member_1"} <= names
     test = json.load(open(os.path.join(tiny_tissue_dataset, "dataset.json")))["test"]
     for case in test:
