@@ -93,7 +93,7 @@ def tiny_brain_dataset(tmp_path_factory, robex_small, mni_small) -> str:
 @pytest.fixture(scope="session")
 def tiny_tissue_dataset(tmp_path_factory) -> str:
     """The real default grey / white matter set (MNI152 template, nilearn) built at 4 mm in 3-slice slabs: about
-    49x58x3 voxels per case, 4 labelled, 6 unlabelled and 3 test slabs."""
+    49x58x3 voxels per case: 3 labelled, 5 unlabelled and 2 test slabs."""
     from monai_wsss.data import build_mni152_tissue_dataset
 
     root = str(tmp_path_factory.mktemp("tiny_tissue"))

@@ -1,6 +1,10 @@
 """
-The default data of the bundles: real T1-weighted MR head scans that ship inside packages the README's set-up
-installs, with brain masks, resampled to one 2 mm grid. Nothing is downloaded.
+The default data of the bundles, built from real MR files that ship inside packages the README's set-up installs.
+Nothing is downloaded.
+
+``brain_t1_2mm`` (``DEFAULT_DATASET``, 3D brain extraction): real T1-weighted head scans with brain masks, resampled
+to one 2 mm grid (below). ``mni152_tissue_slabs`` (``TISSUE_DATASET``, 2D grey / white matter): see
+:py:func:`build_mni152_tissue_dataset`.
 
 Subjects (all real scans; masks as published with them):
 
@@ -180,8 +184,9 @@ def build_mni152_tissue_dataset(
 ) -> str:
     """
     Build the default 3-class tissue set in ``out_dir``: the MNI152 2009a symmetric T1 template that ships with
-    ``nilearn``, scaled to [0, 1] by its maximum and resampled to 1.5 mm, with labels 0 = background and CSF, 1 = grey matter, 2 = white matter (argmax
-    of ``255 - gm - wm``, ``gm``, ``wm``, the published tissue probability maps x255 of the 152 brains).
+    ``nilearn``, scaled to [0, 1] by its maximum and resampled to ``spacing`` mm (1.5), with labels 0 = background
+    and CSF, 1 = grey matter, 2 = white matter (argmax of ``255 - gm - wm``, ``gm``, ``wm``, the published tissue
+    probability maps x255 of the 152 brains).
 
     The volume is cut into axial slabs of ``slab_slices`` slices (5, 7.5 mm) separated by ``slab_gap`` discarded
     slice(s); slabs that contain brain are dealt in turn to the roles ``SLAB_ROLES`` (labelled, unlabelled, test,
