@@ -175,7 +175,9 @@ def run_one(spec: dict) -> None:
     iterations = trainer.state.iteration
     wf.finalize()
 
-    ev_over = dict(common, ckpt_path=os.path.join(out_dir, "models", "model.pt"), output_dir=os.path.join(out_dir, "eval"))
+    ev_over = dict(
+        common, ckpt_path=os.path.join(out_dir, "models", "model.pt"), output_dir=os.path.join(out_dir, "eval")
+    )
     if spec["variant"] == "single":
         # the evaluate config soft-votes pred_0 and pred_1: two copies of the single model give exactly its output
         ev_over.update({"network_def": "@backbone", "evaluator#networks": "$[@network, @network]"})
