@@ -68,6 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--la2018_dir", default=os.path.join(os.path.dirname(REPO), "shared", "data", "la2018"))
     p.add_argument("--epochs", type=int, default=None, help="default: la2018 24, default data 16")
     p.add_argument("--epoch_length", type=int, default=20)
+    p.add_argument("--overlap", type=float, default=0.0, help="fraction of labelled cases shared by all members")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "cotraining_ablation.json"))
     p.add_argument("--results_dir", default=os.path.join(REPO, "benchmarks", "results"))
@@ -160,6 +161,7 @@ def run_one(spec: dict) -> None:
         train.update(single_model_overrides())
     else:
         train.update(use_agreement=FLAGS[spec["variant"]][0], use_diversity=FLAGS[spec["variant"]][1])
+        train.update(overlap=spec.get("overlap", 0.0))
     wf = ConfigWorkflow(
         config_file=os.path.join(CONFIGS, "train.json"),
         meta_file=os.path.join(CONFIGS, "metadata.json"),
@@ -199,6 +201,7 @@ def run_one(spec: dict) -> None:
         per_case[os.path.basename(row[0]).split(".")[0]] = float(row[-1])
     result = {
         **{k: spec[k] for k in ("dataset_name", "variant", "seed")},
+        "overlap": spec.get("overlap", 0.0),
         "dice": float(metrics["dice"]),
         "dice_per_class": [float(x) for x in np.atleast_1d(np.asarray(metrics["dice_per_class"]))],
         "dice_members": [float(metrics[k]) for k in sorted(metrics) if k.startswith("dice_member_")][
@@ -219,7 +222,8 @@ def run_one(spec: dict) -> None:
 def summarise(runs: list[dict]) -> dict:
     out: dict = {}
     for r in runs:
-        out.setdefault(r["dataset_name"], {}).setdefault(r["variant"], []).append(r)
+        name = r["variant"] + (f"_overlap{r['overlap']:g}" if r.get("overlap") and r["variant"] != "single" else "")
+        out.setdefault(r["dataset_name"], {}).setdefault(name, []).append(r)
     summary = {}
     for ds, variants in out.items():
         summary[ds] = {}
@@ -240,15 +244,13 @@ def summarise(runs: list[dict]) -> dict:
 def print_summary(summary: dict) -> None:
     for ds, variants in summary.items():
         print(f"\n{ds}: mean Dice (foreground classes) over seeds")
-        print(f"{'variant':<15}{'dice/seed':<22}{'mean':>7}{'spread':>8}{'members':>9}{'s/iter':>8}{'RSS MB':>8}")
-        for v in VARIANTS:
-            if v not in variants:
-                continue
+        print(f"{'variant':<22}{'dice/seed':<22}{'mean':>7}{'spread':>8}{'members':>9}{'s/iter':>8}{'RSS MB':>8}")
+        for v in sorted(variants, key=lambda n: (VARIANTS.index(n.split("_overlap")[0]), n)):
             s = variants[v]
             per_seed = " ".join(f"{d:.3f}" for d in s["dice_per_seed"])
             spread = "-" if s["seed_spread"] is None else f"{s['seed_spread']:.3f}"
             print(
-                f"{v:<15}{per_seed:<22}{s['mean_dice']:>7.3f}{spread:>8}{s['mean_member_dice']:>9.3f}"
+                f"{v:<22}{per_seed:<22}{s['mean_dice']:>7.3f}{spread:>8}{s['mean_member_dice']:>9.3f}"
                 f"{s['seconds_per_iteration']:>8.2f}{s['peak_rss_mb']:>8.0f}"
             )
 
@@ -264,7 +266,8 @@ def main(argv: list[str] | None = None) -> None:
         ds_over = dataset_overrides(ds, args)
         for seed in args.seeds:
             for variant in args.variants:
-                run_dir = os.path.join(args.results_dir, f"cotraining_{ds}_{variant}_seed{seed}")
+                tag = f"_overlap{args.overlap:g}" if args.overlap and variant != "single" else ""
+                run_dir = os.path.join(args.results_dir, f"cotraining_{ds}_{variant}{tag}_seed{seed}")
                 result_path = os.path.join(run_dir, "run.json")
                 if not (args.resume and os.path.isfile(result_path)):
                     os.makedirs(run_dir, exist_ok=True)
@@ -273,6 +276,7 @@ def main(argv: list[str] | None = None) -> None:
                         "dataset": ds_over,
                         "variant": variant,
                         "seed": seed,
+                        "overlap": args.overlap,
                         "epoch_length": args.epoch_length,
                         "threads": args.threads,
                         "run_dir": run_dir,
