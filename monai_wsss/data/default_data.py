@@ -255,7 +255,7 @@ def build_mni152_tissue_dataset(
     return out_dir
 
 
-_BUILDERS = {DEFAULT_DATASET: build_brain_t1_dataset, TISSUE_DATASET: build_mni152_tissue_dataset}
+_BUILDERS = {DEFAULT_DATASET: "build_brain_t1_dataset", TISSUE_DATASET: "build_mni152_tissue_dataset"}
 
 
 def default_dataset_dir(name: str = DEFAULT_DATASET, cache_dir: str | None = None) -> str:
@@ -275,7 +275,7 @@ def default_dataset_dir(name: str = DEFAULT_DATASET, cache_dir: str | None = Non
     os.makedirs(root, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}-", dir=root)
     try:
-        _BUILDERS[name](tmp)
+        globals()[_BUILDERS[name]](tmp)
         try:
             os.rename(tmp, target)
         except OSError:
