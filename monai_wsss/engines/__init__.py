@@ -1,13 +1,16 @@
 """Engines built on MONAI's workflows."""
 
 from .cotraining import CoTrainingEvents, CoTrainingTrainer, PrepareEnsembleBatch
+from .pix2pix import Pix2PixTrainer, PrepareMaskImageBatch
 from .semi_supervised import UNLABELED_IMAGE, PrepareLabeledUnlabeledBatch, SemiSupervisedTrainer
 
 __all__ = [
     "CoTrainingEvents",
     "CoTrainingTrainer",
     "PrepareEnsembleBatch",
+    "Pix2PixTrainer",
     "PrepareLabeledUnlabeledBatch",
+    "PrepareMaskImageBatch",
     "SemiSupervisedTrainer",
     "UNLABELED_IMAGE",
 ]

@@ -13,7 +13,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["LearningCurveWriter", "OverlayPNGSaver", "save_overlay_png"]
+__all__ = ["LearningCurveWriter", "OverlayPNGSaver", "SynthesisGridSaver", "save_image_grid", "save_overlay_png"]
 
 
 def _atomic_savefig(fig, path: str) -> None:
@@ -81,6 +81,100 @@ def save_overlay_png(path: str, image, masks: dict[str, object], title: str = ""
     fig.suptitle(title, fontsize=9)
     _atomic_savefig(fig, path)
     plt.close(fig)
+
+
+def _display(a: np.ndarray, value_range: tuple[float, float] | None) -> tuple[np.ndarray, dict]:
+    """Channel-first 2D array (MONAI axes: x first) -> an ``imshow`` array and its arguments."""
+    if a.ndim == 4:  # 3D: middle slice of the last axis
+        a = a[..., a.shape[-1] // 2]
+    lo, hi = value_range if value_range is not None else (float(a.min()), float(a.max()))
+    scaled = np.clip((a - lo) / max(hi - lo, 1e-8), 0, 1)
+    if a.shape[0] == 3:
+        return np.transpose(scaled, (2, 1, 0)), {}
+    return scaled[0].T, {"cmap": "gray", "vmin": 0, "vmax": 1}
+
+
+def save_image_grid(
+    path: str, columns: dict[str, Sequence], value_ranges: dict[str, tuple[float, float]] | None = None, title: str = ""
+) -> None:
+    """
+    Write a PNG grid: one column per entry of ``columns`` (e.g. mask, real image, generated image), one row per
+    sample. Arrays are channel-first 2D (1 or 3 channels, MONAI axes) or 3D (middle slice shown); masks with several
+    channels are shown by argmax. ``value_ranges`` fixes the display range of a column (e.g. ``(-1, 1)``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    value_ranges = value_ranges or {}
+    names = list(columns)
+    rows = min(len(v) for v in columns.values()) if columns else 0
+    if rows == 0:
+        raise ValueError(f"save_image_grid: nothing to draw for {path}.")
+    fig, axes = plt.subplots(rows, len(names), figsize=(2.4 * len(names), 2.4 * rows), squeeze=False)
+    for c, name in enumerate(names):
+        for r in range(rows):
+            a = _np(columns[name][r])
+            if a.shape[0] not in (1, 3):
+                a = np.argmax(a, axis=0)[None].astype(np.float32)
+            shown, kwargs = _display(a, value_ranges.get(name))
+            axes[r, c].imshow(shown, origin="upper", interpolation="nearest", **kwargs)
+            axes[r, c].axis("off")
+        axes[0, c].set_title(name)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    _atomic_savefig(fig, path)
+    plt.close(fig)
+
+
+class SynthesisGridSaver:
+    """
+    Evaluator handler for mask-to-image synthesis: collect ``(mask, real, generated)`` of the first ``num_samples``
+    samples and write them as a PNG grid (:py:func:`save_image_grid`) when the run completes.
+
+    Args:
+        path: the PNG to write.
+        keys: output keys to show, in column order, mapped to column titles.
+        num_samples: rows of the grid.
+        value_ranges: display range per output key (images in [-1, 1]: ``{"image": [-1, 1], "pred": [-1, 1]}``).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        keys: dict[str, str] | None = None,
+        num_samples: int = 8,
+        value_ranges: dict[str, Sequence[float]] | None = None,
+    ) -> None:
+        self.path = path
+        self.keys = dict(keys or {"label": "mask", "image": "real", "pred": "generated"})
+        self.num_samples = num_samples
+        self.value_ranges = {self.keys[k]: tuple(v) for k, v in (value_ranges or {}).items() if k in self.keys}
+        self.columns: dict[str, list] = {}
+
+    def attach(self, engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.COMPLETED, self._write)
+
+    def _reset(self, engine=None) -> None:
+        self.columns = {title: [] for title in self.keys.values()}
+
+    def _collect(self, engine) -> None:
+        out = engine.state.output
+        if not isinstance(out, list):  # not decollated: split the batch
+            out = [{k: out[k][i] for k in self.keys} for i in range(len(out[next(iter(self.keys))]))]
+        items = out
+        for item in items:
+            if len(next(iter(self.columns.values()))) >= self.num_samples:
+                return
+            for key, title in self.keys.items():
+                self.columns[title].append(_np(item[key]))
+
+    def _write(self, engine=None) -> None:
+        if self.columns and next(iter(self.columns.values())):
+            save_image_grid(self.path, self.columns, self.value_ranges)
 
 
 class OverlayPNGSaver:

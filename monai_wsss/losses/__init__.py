@@ -3,11 +3,13 @@
 from .adversarial import FGSM, VAT, segmentation_cross_entropy
 from .cotraining import AdversarialDiversityLoss, JensenShannonDivergenceLoss, generalized_jsd, kl_divergence
 from .dual_task import DualTaskConsistencyLoss, LevelSetConsistencyLoss, smooth_heaviside
+from .pix2pix import ConditionalGANLoss
 
 __all__ = [
     "FGSM",
     "VAT",
     "AdversarialDiversityLoss",
+    "ConditionalGANLoss",
     "DualTaskConsistencyLoss",
     "JensenShannonDivergenceLoss",
     "LevelSetConsistencyLoss",

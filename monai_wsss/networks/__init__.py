@@ -1,5 +1,21 @@
 """Networks: 2D/3D, configured by ``spatial_dims``."""
 
-from .nets import DualTaskNet, DualTaskVNet, ReferenceVNetFeatures, SegmentationEnsemble, SelectOutput
+from .nets import (
+    DualTaskNet,
+    DualTaskVNet,
+    MaskToImageGenerator,
+    ReferenceVNetFeatures,
+    SegmentationEnsemble,
+    SelectOutput,
+    discriminator_logits,
+)
 
-__all__ = ["DualTaskNet", "DualTaskVNet", "ReferenceVNetFeatures", "SegmentationEnsemble", "SelectOutput"]
+__all__ = [
+    "DualTaskNet",
+    "DualTaskVNet",
+    "MaskToImageGenerator",
+    "ReferenceVNetFeatures",
+    "SegmentationEnsemble",
+    "SelectOutput",
+    "discriminator_logits",
+]

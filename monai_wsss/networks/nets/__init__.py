@@ -1,4 +1,13 @@
 from .dual_task import DualTaskNet, DualTaskVNet, ReferenceVNetFeatures, SelectOutput
 from .ensemble import SegmentationEnsemble
+from .pix2pix import MaskToImageGenerator, discriminator_logits
 
-__all__ = ["DualTaskNet", "DualTaskVNet", "ReferenceVNetFeatures", "SegmentationEnsemble", "SelectOutput"]
+__all__ = [
+    "DualTaskNet",
+    "DualTaskVNet",
+    "MaskToImageGenerator",
+    "ReferenceVNetFeatures",
+    "SegmentationEnsemble",
+    "SelectOutput",
+    "discriminator_logits",
+]

@@ -1,0 +1,163 @@
+"""A conditional (mask-to-image) GAN trainer on MONAI's engine: pix2pix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from monai.engines import Trainer
+from monai.engines.utils import default_metric_cmp_fn
+from monai.utils import CommonKeys as Keys
+from torch.optim import Optimizer
+
+from ..losses.pix2pix import ConditionalGANLoss
+
+__all__ = ["Pix2PixTrainer", "PrepareMaskImageBatch"]
+
+
+class PrepareMaskImageBatch:
+    """Return ``(mask, image)`` from a dictionary batch, moved to ``device``."""
+
+    def __init__(self, mask_key: str = Keys.LABEL, image_key: str = Keys.IMAGE) -> None:
+        self.mask_key = mask_key
+        self.image_key = image_key
+
+    def __call__(
+        self, batchdata: dict, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        missing = [k for k in (self.mask_key, self.image_key) if k not in batchdata]
+        if missing:
+            raise KeyError(f"batch has no {missing}; keys are {sorted(batchdata)}.")
+        return tuple(  # type: ignore[return-value]
+            torch.as_tensor(batchdata[k]).to(device=device, non_blocking=non_blocking, **kwargs)
+            for k in (self.mask_key, self.image_key)
+        )
+
+
+class Pix2PixTrainer(Trainer):
+    """
+    pix2pix training (Isola et al., "Image-to-image translation with conditional adversarial networks", CVPR 2017),
+    as used by Bailo, Ham, Shin (CVPR Workshops 2019) to synthesise smear images from masks. Each iteration:
+
+    1. ``fake = G(mask)``;
+    2. one discriminator step on ``loss.discriminator(D(cat(mask, real)), D(cat(mask, fake.detach())))`` (the halved
+       real/fake loss);
+    3. one generator step on ``loss.generator(D(cat(mask, fake)), fake, real)`` (adversarial + lambda * L1), with the
+       discriminator's parameters frozen.
+
+    MONAI's ``GanTrainer`` feeds G random latents and ``AdversarialTrainer`` judges images alone; neither conditions
+    the discriminator on the mask, hence this trainer. It is a MONAI ``Trainer`` (an ignite ``Engine``), so MONAI
+    handlers (checkpoints, lr schedules, stats) work as usual. The output of an iteration holds ``label`` (the mask,
+    one-hot as G sees it), ``image`` (real), ``pred`` (fake) and the floats ``loss`` (generator total), ``loss_g_adv``,
+    ``loss_l1`` and ``loss_d``.
+
+    Args:
+        device: device for the networks and batches.
+        max_epochs: epochs to run.
+        train_data_loader: loader of dictionaries with a mask and an image.
+        generator: mask -> image network (e.g. :py:class:`monai_wsss.networks.MaskToImageGenerator`); when it has
+            ``encode_mask``, the discriminator sees the mask in that (one-hot) form.
+        discriminator: MONAI ``PatchDiscriminator`` / ``MultiScalePatchDiscriminator`` with
+            ``in_channels = mask channels + image channels``.
+        g_optimizer: optimizer of the generator.
+        d_optimizer: optimizer of the discriminator.
+        loss_function: a :py:class:`monai_wsss.losses.ConditionalGANLoss`.
+        epoch_length: iterations per epoch (default: length of the loader).
+        prepare_batch: returns ``(mask, image)``; default :py:class:`PrepareMaskImageBatch`.
+        train_handlers: MONAI / ignite handlers.
+        amp: autocast the forward passes (CUDA).
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable | torch.utils.data.DataLoader,
+        generator: torch.nn.Module,
+        discriminator: torch.nn.Module,
+        g_optimizer: Optimizer,
+        d_optimizer: Optimizer,
+        loss_function: ConditionalGANLoss | None = None,
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        prepare_batch: Callable | None = None,
+        iteration_update: Callable | None = None,
+        postprocessing: Callable | None = None,
+        key_train_metric: dict | None = None,
+        additional_metrics: dict | None = None,
+        metric_cmp_fn: Callable = default_metric_cmp_fn,
+        train_handlers: Sequence | None = None,
+        amp: bool = False,
+        decollate: bool = False,
+        optim_set_to_none: bool = False,
+    ) -> None:
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            data_loader=train_data_loader,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            prepare_batch=prepare_batch or PrepareMaskImageBatch(),
+            iteration_update=iteration_update,
+            postprocessing=postprocessing,
+            key_metric=key_train_metric,
+            additional_metrics=additional_metrics,
+            metric_cmp_fn=metric_cmp_fn,
+            handlers=train_handlers,
+            amp=amp,
+            decollate=decollate,
+        )
+        self.generator = generator
+        self.discriminator = discriminator
+        self.g_optimizer = g_optimizer
+        self.d_optimizer = d_optimizer
+        self.loss_function = loss_function or ConditionalGANLoss()
+        self.optim_set_to_none = optim_set_to_none
+        # MONAI handlers that look for ``engine.network`` / ``engine.optimizer`` find the generator's
+        self.network = generator
+        self.optimizer = g_optimizer
+
+    def _autocast(self):
+        return torch.autocast("cuda", **self.amp_kwargs) if self.amp else torch.autocast("cpu", enabled=False)
+
+    def _iteration(self, engine: Pix2PixTrainer, batchdata: dict) -> dict[str, Any]:
+        if batchdata is None:
+            raise ValueError("must provide batch data for current iteration.")
+        mask, real = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        g, d, loss = engine.generator, engine.discriminator, engine.loss_function
+        g.train()
+        d.train()
+        g_module = getattr(g, "module", g)  # DistributedDataParallel keeps the network in .module
+        cond = g_module.encode_mask(mask) if hasattr(g_module, "encode_mask") else mask.float()
+        # freezing D for the generator step saves its weight gradients; under DDP its reducer expects them, so there
+        # they are computed and then cleared by the next discriminator step instead
+        freeze_d = not isinstance(d, torch.nn.parallel.DistributedDataParallel)
+        with engine._autocast():
+            fake = g(mask)
+
+        engine.d_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        with engine._autocast():
+            loss_d = loss.discriminator(d(torch.cat([cond, real], 1)), d(torch.cat([cond, fake.detach()], 1)))
+        loss_d.backward()
+        engine.d_optimizer.step()
+
+        if freeze_d:
+            d.requires_grad_(False)
+        engine.g_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        with engine._autocast():
+            loss_g, adv, l1 = loss.generator(d(torch.cat([cond, fake], 1)), fake, real)
+        loss_g.backward()
+        engine.g_optimizer.step()
+        if freeze_d:
+            d.requires_grad_(True)
+
+        return {
+            Keys.IMAGE: real,
+            Keys.LABEL: cond,
+            Keys.PRED: fake.detach(),
+            Keys.LOSS: loss_g.item(),
+            "loss_g_adv": adv.item(),
+            "loss_l1": l1.item(),
+            "loss_d": loss_d.item(),
+        }
