@@ -41,9 +41,13 @@ def write_image(path: str, array: np.ndarray | torch.Tensor, affine: np.ndarray 
         nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), path)
 
 
-def _to_uint8(image: torch.Tensor, value_range: Sequence[float]) -> np.ndarray:
+def _rescale(image: torch.Tensor, value_range: Sequence[float], output_range: Sequence[float]) -> np.ndarray:
+    """Map ``value_range`` linearly onto ``output_range`` and round to uint8 (outputs within 0..255) or uint16."""
     lo, hi = float(value_range[0]), float(value_range[1])
-    return np.rint(np.clip((image.float().cpu().numpy() - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+    out_lo, out_hi = float(output_range[0]), float(output_range[1])
+    unit = np.clip((image.float().cpu().numpy() - lo) / (hi - lo), 0, 1)
+    dtype = np.uint8 if 0 <= out_lo and out_hi <= 255 else np.uint16
+    return np.rint(out_lo + unit * (out_hi - out_lo)).astype(dtype)
 
 
 class PairSynthesizer:
@@ -67,7 +71,9 @@ class PairSynthesizer:
         num_pairs: pairs to write.
         output_dir: dataset folder to create.
         label_names: ``{"0": "background", ...}`` for ``dataset.json`` (also the allowed mask values).
-        image_range: value range of the generator output, mapped to 0..255 for PNG.
+        image_range: value range of the generator output.
+        output_range: intensities written for ``image_range`` (the inverse of the training normalisation; 8-bit
+            when within 0..255, else 16-bit).
         mask_key: key of the mask in dictionary items.
         device: where the generator runs.
         batch_size: masks per generator call.
@@ -88,6 +94,7 @@ class PairSynthesizer:
         output_dir: str,
         label_names: dict[str, str],
         image_range: Sequence[float] = (-1.0, 1.0),
+        output_range: Sequence[float] = (0.0, 255.0),
         mask_key: str = "label",
         device: str | torch.device = "cpu",
         batch_size: int = 4,
@@ -109,6 +116,7 @@ class PairSynthesizer:
         self.output_dir = os.path.abspath(output_dir)
         self.label_names = {str(k): v for k, v in label_names.items()}
         self.image_range = tuple(image_range)
+        self.output_range = tuple(output_range)
         self.mask_key = mask_key
         self.device = torch.device(device)
         self.batch_size = batch_size
@@ -178,7 +186,7 @@ class PairSynthesizer:
             save_image_grid(
                 self.grid_path,
                 {"mask": list(masks), "generated": list(images)},
-                value_ranges={"generated": (0, 255)},
+                value_ranges={"generated": self.output_range},
                 title=f"{len(grid)} of {self.num_pairs} synthetic pairs",
             )
         return self.output_dir
@@ -201,7 +209,7 @@ class PairSynthesizer:
                 for i, mask, fake in zip(idx, masks, fakes, strict=True):
                     ext = self.output_ext or (".png" if mask.ndim == 3 else ".nii.gz")
                     name = f"synthetic_{i:05d}{ext}"
-                    image = _to_uint8(fake, self.image_range)
+                    image = _rescale(fake, self.image_range, self.output_range)
                     m = mask.detach().cpu().numpy()
                     label = (np.argmax(m, 0)[None] if m.shape[0] > 1 else np.rint(m)).astype(np.uint8)
                     write_image(os.path.join(root, "images", name), image)

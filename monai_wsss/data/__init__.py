@@ -15,19 +15,24 @@ from .default_data import (
     default_cache_dir,
     default_dataset_dir,
 )
+from .describe import describe_dataset
 from .loaders import MultiStreamLoader, TwoStreamLoader, subset_loaders
+from .microscopy import NUCLEI_DATASET, build_nuclei_tiles_dataset
 from .validation import DatasetError, validate_case, validate_datalist
 
 __all__ = [
     "DEFAULT_DATASET",
     "DatasetError",
     "MultiStreamLoader",
+    "NUCLEI_DATASET",
     "TISSUE_DATASET",
     "TwoStreamLoader",
     "build_brain_t1_dataset",
     "build_mni152_tissue_dataset",
+    "build_nuclei_tiles_dataset",
     "default_cache_dir",
     "default_dataset_dir",
+    "describe_dataset",
     "list_images",
     "load_semisupervised_datalist",
     "load_test_datalist",

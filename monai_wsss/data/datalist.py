@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from monai.data import load_decathlon_datalist, partition_dataset
@@ -119,6 +119,7 @@ def load_semisupervised_datalist(
     shuffle: bool = True,
     validate: bool = True,
     label_values: Sequence[int] | None = None,
+    label_transform: Callable | None = None,
     labeled_key: str = "training",
     unlabeled_key: str = "unlabeled",
     validation_key: str = "validation",
@@ -152,6 +153,7 @@ def load_semisupervised_datalist(
         shuffle: when False, hold-out and labelled subset follow datalist order (validation from the end).
         validate: check every file before training (see :py:func:`monai_wsss.data.validate_datalist`).
         label_values: allowed label values; default: the keys of the datalist's ``labels`` field if present.
+        label_transform: applied to each label before its values are checked (e.g. decoding grey-coded masks).
         labeled_key, unlabeled_key, validation_key, test_key: list names in the file.
 
     Raises:
@@ -199,7 +201,9 @@ def load_semisupervised_datalist(
         label_values = [int(k) for k in meta["labels"]]
     out = {LABELED: labeled, UNLABELED: unlabeled, VALIDATION: validation, TEST: test}
     if validate:
-        validate_datalist(labeled + unlabeled + validation + test, label_values=label_values)
+        validate_datalist(
+            labeled + unlabeled + validation + test, label_values=label_values, label_transform=label_transform
+        )
     return out
 
 
@@ -234,6 +238,7 @@ def load_test_datalist(
     key: str = "test",
     validate: bool = True,
     label_values: Sequence[int] | None = None,
+    label_transform: Callable | None = None,
 ) -> list[dict]:
     """
     The labelled cases of list ``key`` (default ``test``) of a decathlon datalist, validated, for evaluation.
@@ -256,5 +261,5 @@ def load_test_datalist(
     if label_values is None and isinstance(meta.get("labels"), dict):
         label_values = [int(k) for k in meta["labels"]]
     if validate:
-        validate_datalist(items, label_values=label_values)
+        validate_datalist(items, label_values=label_values, label_transform=label_transform)
     return items

@@ -1,10 +1,11 @@
 """
-The default data of the bundles, built from real MR files that ship inside packages the README's set-up installs.
+The default data of the bundles, built from real files that ship inside packages the README's set-up installs.
 Nothing is downloaded.
 
 ``brain_t1_2mm`` (``DEFAULT_DATASET``, 3D brain extraction): real T1-weighted head scans with brain masks, resampled
 to one 2 mm grid (below). ``mni152_tissue_slabs`` (``TISSUE_DATASET``, 2D grey / white matter): see
-:py:func:`build_mni152_tissue_dataset`.
+:py:func:`build_mni152_tissue_dataset`. ``stardist_nuclei_tiles`` (``NUCLEI_DATASET``, 2D fluorescence nuclei): see
+:py:func:`monai_wsss.data.microscopy.build_nuclei_tiles_dataset`.
 
 Subjects (all real scans; masks as published with them):
 
@@ -38,11 +39,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .microscopy import NUCLEI_DATASET, build_nuclei_tiles_dataset
+
 __all__ = [
     "DEFAULT_DATASET",
+    "NUCLEI_DATASET",
     "TISSUE_DATASET",
     "build_brain_t1_dataset",
     "build_mni152_tissue_dataset",
+    "build_nuclei_tiles_dataset",
     "default_cache_dir",
     "default_dataset_dir",
 ]
@@ -255,13 +260,19 @@ def build_mni152_tissue_dataset(
     return out_dir
 
 
-_BUILDERS = {DEFAULT_DATASET: "build_brain_t1_dataset", TISSUE_DATASET: "build_mni152_tissue_dataset"}
+# builders are looked up by name in globals() at call time, so tests can monkeypatch them
+_BUILDERS = {
+    DEFAULT_DATASET: "build_brain_t1_dataset",
+    TISSUE_DATASET: "build_mni152_tissue_dataset",
+    NUCLEI_DATASET: "build_nuclei_tiles_dataset",
+}
 
 
 def default_dataset_dir(name: str = DEFAULT_DATASET, cache_dir: str | None = None) -> str:
     """
     Return the folder of a default dataset (``DEFAULT_DATASET``: brain extraction, 3D; ``TISSUE_DATASET``: grey /
-    white matter on slices), building it on first use (a few seconds).
+    white matter on slices; ``NUCLEI_DATASET``: 2D fluorescence nuclei tiles with binary masks, from ``stardist``),
+    building it on first use (a few seconds).
 
     The build happens in a temporary sibling folder that is renamed into place when complete; concurrent builders
     (e.g. several ``torchrun`` ranks) are safe: the first rename wins and the others discard their copy.

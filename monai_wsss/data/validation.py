@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -33,13 +33,15 @@ def validate_case(
     label_key: str = "label",
     affine_atol: float = 1e-3,
     loader: LoadImage | None = None,
+    label_transform: Callable | None = None,
 ) -> list[str]:
     """
     Check one datalist item and return its problems (empty when it is fine).
 
     Checks: each file exists and is readable by MONAI's ``LoadImage`` (NIfTI, NRRD, MHA, DICOM series, ...);
     the image has no NaN/inf; the label has the image's spatial shape and affine, integer values, and only
-    values from ``label_values`` (when given).
+    values from ``label_values`` (when given), after ``label_transform`` (e.g. decoding masks stored as grey codes
+    0/128/255 into 0/1/2, see :py:class:`monai_wsss.transforms.DecodeLabelCodes`) when given.
     """
     loader = loader or LoadImage(image_only=True, ensure_channel_first=True)
     problems: list[str] = []
@@ -57,6 +59,8 @@ def validate_case(
     lbl, err = _load(lbl_path, loader)
     if err:
         return problems + [err]
+    if label_transform is not None:
+        lbl = label_transform(lbl)
     lbl_t = torch.as_tensor(lbl)
     if not torch.isfinite(lbl_t).all() or not torch.equal(lbl_t, torch.round(lbl_t)):
         problems.append(f"{lbl_path}: label has non-integer or non-finite values.")
@@ -86,13 +90,19 @@ def validate_datalist(
     label_values: Sequence[int] | None = None,
     image_key: str = "image",
     label_key: str = "label",
+    label_transform: Callable | None = None,
 ) -> None:
     """
     Run :py:func:`validate_case` on every item and raise ONE :py:class:`DatasetError` listing every problem,
-    one line per file, instead of a traceback from deep inside a transform during training.
+    one line per file, instead of a traceback from deep inside a transform during training. ``label_transform`` is
+    applied to each label before its values are checked.
     """
     loader = LoadImage(image_only=True, ensure_channel_first=True)
-    problems = [p for item in items for p in validate_case(item, label_values, image_key, label_key, loader=loader)]
+    problems = [
+        p
+        for item in items
+        for p in validate_case(item, label_values, image_key, label_key, loader=loader, label_transform=label_transform)
+    ]
     if problems:
         n = len(problems)
         raise DatasetError(f"{n} problem{'s' if n > 1 else ''} in the dataset:\n  " + "\n  ".join(problems))

@@ -1,15 +1,16 @@
 """Ignite handlers (``attach(engine)``) for MONAI engines."""
 
-from .checkpoint import AtomicCheckpointSaver, ResumeCheckpointLoader, latest_checkpoint
+from .checkpoint import AtomicCheckpointSaver, ResumeCheckpointLoader, latest_checkpoint, load_model_weights
 from .consistency_weight import ConsistencyWeightScheduler, sigmoid_rampup
 from .figures import LearningCurveWriter, OverlayPNGSaver, SynthesisGridSaver, save_image_grid, save_overlay_png
-from .metrics import SpacingAwareMetricHandler, member_dice_metrics
+from .metrics import FeatureDistance, SpacingAwareMetricHandler, member_dice_metrics
 from .progress import ProgressBar
 from .validation import OptionalValidationHandler
 
 __all__ = [
     "AtomicCheckpointSaver",
     "ConsistencyWeightScheduler",
+    "FeatureDistance",
     "LearningCurveWriter",
     "OptionalValidationHandler",
     "OverlayPNGSaver",
@@ -18,6 +19,7 @@ __all__ = [
     "SpacingAwareMetricHandler",
     "SynthesisGridSaver",
     "latest_checkpoint",
+    "load_model_weights",
     "member_dice_metrics",
     "save_image_grid",
     "save_overlay_png",

@@ -7,9 +7,10 @@ import logging
 import os
 import re
 
+import torch
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
-__all__ = ["AtomicCheckpointSaver", "ResumeCheckpointLoader", "latest_checkpoint"]
+__all__ = ["AtomicCheckpointSaver", "ResumeCheckpointLoader", "latest_checkpoint", "load_model_weights"]
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
@@ -93,3 +94,23 @@ class ResumeCheckpointLoader:
         if self.load_engine_as:
             self.load_dict[self.load_engine_as] = engine
         CheckpointLoader(load_path=self.path, load_dict=self.load_dict, map_location=self.map_location).attach(engine)
+
+
+def load_model_weights(
+    network: torch.nn.Module, path: str, map_location: str | torch.device = "cpu"
+) -> torch.nn.Module:
+    """
+    Load a ``model.pt`` state dict (``weights_only=True``) into ``network`` and return it, for steps that run after
+    training outside an engine (e.g. synthesis). A dict saved as ``{"model": state_dict}`` is unwrapped.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist; the message says to train first.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: trained weights not found; run the bundle's train config first.")
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if isinstance(state, dict) and set(state) == {"model"}:
+        state = state["model"]
+    target = network.module if hasattr(network, "module") else network
+    target.load_state_dict(state)
+    return network

@@ -3,6 +3,7 @@
 from .nets import (
     DualTaskNet,
     DualTaskVNet,
+    FeatureEmbedding,
     MaskToImageGenerator,
     ReferenceVNetFeatures,
     SegmentationEnsemble,
@@ -13,6 +14,7 @@ from .nets import (
 __all__ = [
     "DualTaskNet",
     "DualTaskVNet",
+    "FeatureEmbedding",
     "MaskToImageGenerator",
     "ReferenceVNetFeatures",
     "SegmentationEnsemble",

@@ -1,19 +1,29 @@
 """Transforms: array versions and their dictionary twins."""
 
-from .array import EnsembleDisagreement, OtsuForeground, SignedDistanceMap
+from .array import DecodeLabelCodes, EnsembleDisagreement, OtsuForeground, QuantizeLabels, SignedDistanceMap
 from .dictionary import (
+    DecodeLabelCodesD,
+    DecodeLabelCodesd,
+    DecodeLabelCodesDict,
     EnsembleDisagreementD,
     EnsembleDisagreementd,
     EnsembleDisagreementDict,
     OtsuForegroundD,
     OtsuForegroundd,
     OtsuForegroundDict,
+    QuantizeLabelsD,
+    QuantizeLabelsd,
+    QuantizeLabelsDict,
     SignedDistanceMapD,
     SignedDistanceMapd,
     SignedDistanceMapDict,
 )
 
 __all__ = [
+    "DecodeLabelCodes",
+    "DecodeLabelCodesd",
+    "DecodeLabelCodesD",
+    "DecodeLabelCodesDict",
     "EnsembleDisagreement",
     "EnsembleDisagreementd",
     "EnsembleDisagreementD",
@@ -22,6 +32,10 @@ __all__ = [
     "OtsuForegroundd",
     "OtsuForegroundD",
     "OtsuForegroundDict",
+    "QuantizeLabels",
+    "QuantizeLabelsd",
+    "QuantizeLabelsD",
+    "QuantizeLabelsDict",
     "SignedDistanceMap",
     "SignedDistanceMapd",
     "SignedDistanceMapD",

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from monai.config import NdarrayOrTensor
+from monai.config import DtypeLike, NdarrayOrTensor
 from monai.transforms import DistanceTransformEDT, Transform
 from monai.transforms.post.array import Ensemble
-from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor, get_equivalent_dtype
 
-__all__ = ["EnsembleDisagreement", "SignedDistanceMap", "OtsuForeground"]
+__all__ = ["DecodeLabelCodes", "EnsembleDisagreement", "SignedDistanceMap", "OtsuForeground", "QuantizeLabels"]
 
 
 def _inner_boundary(mask: torch.Tensor) -> torch.Tensor:
@@ -118,3 +118,76 @@ class EnsembleDisagreement(Ensemble, Transform):
             p = torch.cat([1.0 - p, p], dim=1)
         out = generalized_jsd(p.unsqueeze(1))  # members as dim 0, a batch of one
         return self.post_convert(out, img)
+
+
+class QuantizeLabels(Transform):
+    """
+    Map an intensity-coded label image to class indices: each value ``v`` becomes the number of ``thresholds``
+    that are ``<= v``. For masks stored as grey levels (e.g. blood-smear masks saved as 0 / 128 / 255, where a few
+    stray values from resampling or compression must fall into the nearest class), thresholds half-way between the
+    codes give ``[64, 192]``: 0 -> 0, 50 -> 0, 128 -> 1, 255 -> 2.
+
+    Works on any shape; the output keeps the input's type, device and (for a ``MetaTensor``) its metadata.
+
+    Args:
+        thresholds: strictly increasing class boundaries; ``len(thresholds) + 1`` classes.
+        dtype: dtype of the output, numpy or torch (the equivalent one of the input's type is used).
+            Defaults to ``np.uint8``.
+
+    Example::
+
+        >>> QuantizeLabels([64, 192])(np.array([[0, 50, 128, 200, 255]]))
+        array([[0, 0, 1, 2, 2]], dtype=uint8)
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, thresholds: Sequence[float], dtype: DtypeLike | torch.dtype = np.uint8) -> None:
+        th = np.asarray(thresholds, dtype=np.float64).ravel()
+        if th.size == 0:
+            raise ValueError("`thresholds` must hold at least one value.")
+        if not np.isfinite(th).all() or (th.size > 1 and not (np.diff(th) > 0).all()):
+            raise ValueError(f"`thresholds` must be finite and strictly increasing, got {list(thresholds)}.")
+        np_dtype = np.dtype(get_equivalent_dtype(dtype, np.ndarray))
+        if np_dtype.kind in "ui" and np.iinfo(np_dtype).max < th.size:
+            raise ValueError(f"`dtype` {np_dtype} cannot hold the {th.size + 1} classes of `thresholds`.")
+        self.thresholds = torch.as_tensor(th)
+        self.dtype = dtype
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        x = convert_to_tensor(img, track_meta=False)
+        th = self.thresholds.to(x.device)
+        # right=True: index i with th[i - 1] <= v < th[i], i.e. the number of thresholds <= v
+        out = torch.bucketize(x.to(torch.float64), th, right=True)
+        return convert_to_dst_type(out, img, dtype=self.dtype)[0]
+
+
+class DecodeLabelCodes(Transform):
+    """
+    Class indices ``0..num_classes-1`` from a mask that is either already a label map or stores its classes as
+    evenly spaced grey codes over ``0..max_code`` (0/255 for two classes, 0/128/255 for three, as in many microscopy
+    and EM datasets): a mask whose values all are integers below ``num_classes`` is returned as it is (cast to
+    ``dtype``); any other is decoded by :py:class:`QuantizeLabels` with thresholds half-way between the codes
+    (``(i + 0.5) * max_code / (num_classes - 1)``), so stray values from compression fall into the nearest class.
+
+    Args:
+        num_classes: classes, background included (>= 2).
+        max_code: grey code of the last class.
+        dtype: output dtype.
+    """
+
+    backend = QuantizeLabels.backend
+
+    def __init__(self, num_classes: int, max_code: float = 255, dtype: DtypeLike | torch.dtype = np.uint8) -> None:
+        if num_classes < 2:
+            raise ValueError(f"`num_classes` must be >= 2, got {num_classes}.")
+        step = float(max_code) / (num_classes - 1)
+        self.num_classes = int(num_classes)
+        self.dtype = dtype
+        self.quantize = QuantizeLabels([(i + 0.5) * step for i in range(num_classes - 1)], dtype=dtype)
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        x = convert_to_tensor(img, track_meta=False)
+        if bool(((x >= 0) & (x < self.num_classes) & (x == torch.round(x))).all()):
+            return convert_to_dst_type(x, img, dtype=self.dtype)[0]
+        return self.quantize(img)

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 
-from monai.config import KeysCollection, NdarrayOrTensor
+import numpy as np
+import torch
+from monai.config import DtypeLike, KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform
 from monai.transforms.post.dictionary import Ensembled
 
-from monai_wsss.transforms.array import EnsembleDisagreement, OtsuForeground, SignedDistanceMap
+from monai_wsss.transforms.array import (
+    DecodeLabelCodes,
+    EnsembleDisagreement,
+    OtsuForeground,
+    QuantizeLabels,
+    SignedDistanceMap,
+)
 
 __all__ = [
     "EnsembleDisagreementd",
@@ -20,6 +28,12 @@ __all__ = [
     "OtsuForegroundd",
     "OtsuForegroundD",
     "OtsuForegroundDict",
+    "DecodeLabelCodesd",
+    "DecodeLabelCodesD",
+    "DecodeLabelCodesDict",
+    "QuantizeLabelsd",
+    "QuantizeLabelsD",
+    "QuantizeLabelsDict",
 ]
 
 
@@ -93,6 +107,72 @@ class EnsembleDisagreementd(Ensembled):
         super().__init__(keys, EnsembleDisagreement(), output_key, allow_missing_keys)
 
 
+class QuantizeLabelsd(MapTransform):
+    """
+    Dictionary-based wrapper of :py:class:`monai_wsss.transforms.QuantizeLabels`: replaces each intensity-coded
+    label under ``keys`` by its class indices.
+
+    Args:
+        keys: keys of the label images.
+        thresholds: strictly increasing class boundaries; a value becomes the number of thresholds ``<=`` it.
+        dtype: dtype of the output, numpy or torch. Defaults to ``np.uint8``.
+        allow_missing_keys: skip missing keys (e.g. unlabelled samples sharing the labelled pipeline).
+    """
+
+    backend = QuantizeLabels.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        thresholds: Sequence[float],
+        dtype: DtypeLike | torch.dtype = np.uint8,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.converter = QuantizeLabels(thresholds=thresholds, dtype=dtype)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.converter(d[key])
+        return d
+
+
+class DecodeLabelCodesd(MapTransform):
+    """
+    Dictionary-based wrapper of :py:class:`monai_wsss.transforms.DecodeLabelCodes`: label maps pass unchanged,
+    grey-coded masks (0/255, 0/128/255, ...) become class indices.
+
+    Args:
+        keys: keys of the label images.
+        num_classes: classes, background included.
+        max_code: grey code of the last class.
+        dtype: output dtype.
+        allow_missing_keys: skip missing keys.
+    """
+
+    backend = DecodeLabelCodes.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        num_classes: int,
+        max_code: float = 255,
+        dtype: DtypeLike | torch.dtype = np.uint8,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.converter = DecodeLabelCodes(num_classes=num_classes, max_code=max_code, dtype=dtype)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.converter(d[key])
+        return d
+
+
 SignedDistanceMapD = SignedDistanceMapDict = SignedDistanceMapd
 OtsuForegroundD = OtsuForegroundDict = OtsuForegroundd
 EnsembleDisagreementD = EnsembleDisagreementDict = EnsembleDisagreementd
+QuantizeLabelsD = QuantizeLabelsDict = QuantizeLabelsd
+DecodeLabelCodesD = DecodeLabelCodesDict = DecodeLabelCodesd

@@ -1,10 +1,12 @@
 from .dual_task import DualTaskNet, DualTaskVNet, ReferenceVNetFeatures, SelectOutput
+from .embedding import FeatureEmbedding
 from .ensemble import SegmentationEnsemble
 from .pix2pix import MaskToImageGenerator, discriminator_logits
 
 __all__ = [
     "DualTaskNet",
     "DualTaskVNet",
+    "FeatureEmbedding",
     "MaskToImageGenerator",
     "ReferenceVNetFeatures",
     "SegmentationEnsemble",
