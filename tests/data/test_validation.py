@@ -280,3 +280,15 @@ def test_dicom_image_with_label_from_loaded_affine(tmp_path):
     loaded = LoadImage(image_only=True, ensure_channel_first=True)(image)
     label = _nifti(tmp_path / "label.nii.gz", (np.asarray(loaded[0]) > 50).astype(np.uint8), np.asarray(loaded.affine))
     assert validate_case({"image": image, "label": label}, label_values=[0, 1]) == []
+
+
+def test_label_transform_decodes_before_the_value_check(tmp_path):
+    from monai_wsss.apps import write_image
+    from monai_wsss.transforms import DecodeLabelCodes
+
+    write_image(str(tmp_path / "img.png"), np.zeros((3, 8, 8), np.uint8))
+    write_image(str(tmp_path / "msk.png"), np.array([[[0, 128, 255, 7]] * 8] * 1, np.uint8).repeat(2, axis=2))
+    item = {"image": str(tmp_path / "img.png"), "label": str(tmp_path / "msk.png")}
+    problems = validate_case(item, label_values=[0, 1, 2])
+    assert len(problems) == 1 and "msk.png" in problems[0] and "[7, 128, 255]" in problems[0]
+    assert validate_case(item, label_values=[0, 1, 2], label_transform=DecodeLabelCodes(3)) == []
