@@ -98,3 +98,41 @@ def tiny_tissue_dataset(tmp_path_factory) -> str:
 
     root = str(tmp_path_factory.mktemp("tiny_tissue"))
     return build_mni152_tissue_dataset(root, spacing=4.0, slab_slices=3, slab_gap=1)
+
+
+@pytest.fixture(scope="session")
+def nuclei_dataset(tmp_path_factory) -> str:
+    """The real default nuclei tiles (stardist's DSB 2018 image): 12 training and 4 test tiles of 128 x 128."""
+    from monai_wsss.data import build_nuclei_tiles_dataset
+
+    return build_nuclei_tiles_dataset(str(tmp_path_factory.mktemp("nuclei")))
+
+
+@pytest.fixture(scope="session")
+def coded_rgb_dataset(tmp_path_factory, nuclei_dataset) -> str:
+    """A blood-smear-like folder made from the real nuclei tiles: RGB PNGs and 3-class masks stored as grey codes
+    0 / 128 / 255 (nucleus rim / core), with a few stray values, as in the WBC set; 4 training and 2 test pairs."""
+
+    from PIL import Image
+    from scipy.ndimage import binary_erosion
+
+    root = str(tmp_path_factory.mktemp("coded_rgb"))
+    meta = json.load(open(os.path.join(nuclei_dataset, "dataset.json")))
+    os.makedirs(os.path.join(root, "images"))
+    os.makedirs(os.path.join(root, "masks"))
+    lists = {}
+    for key, items in (("training", meta["training"][:4]), ("test", meta["test"][:2])):
+        lists[key] = []
+        for item in items:
+            grey = np.asarray(Image.open(os.path.join(nuclei_dataset, item["image"])), dtype=np.float32)
+            mask = np.asarray(Image.open(os.path.join(nuclei_dataset, item["label"]))) > 0
+            rgb = np.stack([grey, 0.6 * grey + 40, 255 - grey], -1).clip(0, 255).astype(np.uint8)
+            coded = np.where(binary_erosion(mask, iterations=2), 255, np.where(mask, 128, 0)).astype(np.uint8)
+            coded[0, :3] = 7  # stray values, as in two WBC masks
+            name = os.path.basename(item["image"])
+            Image.fromarray(rgb).save(os.path.join(root, "images", name))
+            Image.fromarray(coded).save(os.path.join(root, "masks", name))
+            lists[key].append({"image": f"images/{name}", "label": f"masks/{name}"})
+    with open(os.path.join(root, "dataset.json"), "w") as f:
+        json.dump({"labels": {"0": "background", "1": "rim", "2": "core"}, **lists}, f)
+    return root

@@ -12,8 +12,16 @@ from monai.utils import CommonKeys as Keys
 from torch.optim import Optimizer
 
 from ..losses.pix2pix import ConditionalGANLoss
+from ..networks.nets.pix2pix import discriminator_logits
 
 __all__ = ["Pix2PixTrainer", "PrepareMaskImageBatch"]
+
+
+def _halves(logits: torch.Tensor | list[torch.Tensor], n: int) -> tuple:
+    """Split batched discriminator logits (one tensor or one per scale) into the first ``n`` samples and the rest."""
+    if isinstance(logits, list):
+        return [t[:n] for t in logits], [t[n:] for t in logits]
+    return logits[:n], logits[n:]
 
 
 class PrepareMaskImageBatch:
@@ -42,7 +50,8 @@ class Pix2PixTrainer(Trainer):
 
     1. ``fake = G(mask)``;
     2. one discriminator step on ``loss.discriminator(D(cat(mask, real)), D(cat(mask, fake.detach())))`` (the halved
-       real/fake loss);
+       real/fake loss), real and fake pairs batched into one discriminator pass (use instance, not batch,
+       normalisation in D, as the default config does, so the two halves do not share statistics);
     3. one generator step on ``loss.generator(D(cat(mask, fake)), fake, real)`` (adversarial + lambda * L1), with the
        discriminator's parameters frozen.
 
@@ -138,7 +147,9 @@ class Pix2PixTrainer(Trainer):
 
         engine.d_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with engine._autocast():
-            loss_d = loss.discriminator(d(torch.cat([cond, real], 1)), d(torch.cat([cond, fake.detach()], 1)))
+            # real and fake pairs in ONE discriminator pass (DistributedDataParallel expects one forward per backward)
+            both = d(torch.cat([torch.cat([cond, real], 1), torch.cat([cond, fake.detach()], 1)], 0))
+            loss_d = loss.discriminator(*_halves(discriminator_logits(both), real.shape[0]))
         loss_d.backward()
         engine.d_optimizer.step()
 

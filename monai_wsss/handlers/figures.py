@@ -213,7 +213,8 @@ class LearningCurveWriter:
     """
     Trainer handler: record the scalar terms ``output_keys`` of ``engine.state.output`` (and ``state_attributes``
     such as the consistency weight) every iteration, and at each epoch end write ``<output_dir>/<name>.csv`` and
-    ``<output_dir>/<name>.png`` (the terms against the iteration, smoothed over ``smooth`` iterations).
+    ``<output_dir>/<name>.png`` (the terms against the iteration, smoothed over ``smooth`` iterations). A resumed
+    training continues the curve already on disk.
 
     Args:
         output_dir: folder of the files.
@@ -239,8 +240,18 @@ class LearningCurveWriter:
         self.rows: list[dict[str, float]] = []
 
     def attach(self, engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.resume)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.record)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.write)
+
+    def resume(self, engine) -> None:
+        """On a resumed run (the engine starts past iteration 0), keep the rows already written up to that point."""
+        path = os.path.join(self.output_dir, f"{self.name}.csv")
+        if self.rows or engine.state.iteration == 0 or not os.path.isfile(path):
+            return
+        with open(path, newline="") as f:
+            rows = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+        self.rows = [r for r in rows if r.get("iteration", np.inf) <= engine.state.iteration]
 
     def record(self, engine) -> None:
         out = engine.state.output

@@ -167,8 +167,10 @@ class DecodeLabelCodes(Transform):
     Class indices ``0..num_classes-1`` from a mask that is either already a label map or stores its classes as
     evenly spaced grey codes over ``0..max_code`` (0/255 for two classes, 0/128/255 for three, as in many microscopy
     and EM datasets): a mask whose values all are integers below ``num_classes`` is returned as it is (cast to
-    ``dtype``); any other is decoded by :py:class:`QuantizeLabels` with thresholds half-way between the codes
-    (``(i + 0.5) * max_code / (num_classes - 1)``), so stray values from compression fall into the nearest class.
+    ``dtype``); one that reaches the first non-background code is decoded by :py:class:`QuantizeLabels` with
+    thresholds half-way between the codes (``(i + 0.5) * max_code / (num_classes - 1)``), so stray values from
+    compression fall into the nearest class; any other mask (e.g. a stray value 5 in a 0/1 mask) is returned as it
+    is, so that validation reports its values.
 
     Args:
         num_classes: classes, background included (>= 2).
@@ -190,4 +192,6 @@ class DecodeLabelCodes(Transform):
         x = convert_to_tensor(img, track_meta=False)
         if bool(((x >= 0) & (x < self.num_classes) & (x == torch.round(x))).all()):
             return convert_to_dst_type(x, img, dtype=self.dtype)[0]
-        return self.quantize(img)
+        if x.numel() and float(x.max()) >= float(self.quantize.thresholds[0]):
+            return self.quantize(img)
+        return img  # neither a label map nor grey codes (e.g. a stray class 5 in a 0/1 mask): left for validation

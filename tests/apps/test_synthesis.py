@@ -29,7 +29,7 @@ def test_write_image_round_trips_through_monai_loader(tmp_path, shape, ext):
 
 def _generator():
     torch.manual_seed(0)
-    return MaskToImageGenerator(2, num_classes=3, out_channels=3, channels=(4, 8), strides=(2,))
+    return MaskToImageGenerator(2, num_classes=3, out_channels=3, channels=(4, 8, 8), strides=(2, 2))
 
 
 def _masks(n=3):

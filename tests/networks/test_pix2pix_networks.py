@@ -40,8 +40,16 @@ def test_bad_masks_are_rejected():
         MaskToImageGenerator(2, num_classes=1)
 
 
+def test_dropout_sits_in_the_inner_decoder_layers_only():
+    g = MaskToImageGenerator(2, num_classes=2, channels=(4, 8, 16, 16), strides=(2, 2, 2), dropout=0.5)
+    dropped = [n for n, m in g.named_modules() if isinstance(m, torch.nn.Dropout) and m.p == 0.5]
+    # three levels below the top: the up-sampling layers of the two inner ones, not the output layer, no encoder
+    assert len(dropped) == 2 and all(".adn." in n for n in dropped)
+    assert not [n for n, m in g.named_modules() if isinstance(m, torch.nn.Dropout) and 0 < m.p != 0.5]
+
+
 def test_dropout_is_the_noise_source():
-    g = MaskToImageGenerator(2, num_classes=2, channels=(4, 8), strides=(2,), dropout=0.5)
+    g = MaskToImageGenerator(2, num_classes=2, channels=(4, 8, 8), strides=(2, 2), dropout=0.5)
     mask = torch.randint(0, 2, (1, 1, 16, 16)).float()
     g.train()
     assert not torch.allclose(g(mask), g(mask))

@@ -27,6 +27,12 @@ def test_label_maps_pass_unchanged_and_keep_meta():
     np.testing.assert_array_equal(DecodeLabelCodes(3)(np.array([0, 1, 1])), [0, 1, 1])
 
 
+def test_masks_that_are_neither_label_maps_nor_codes_are_left_for_validation():
+    odd = np.array([0, 1, 5, 1])  # a stray class 5 in a binary mask: far below the code 255 of class 1
+    out = DecodeLabelCodes(2)(odd)
+    np.testing.assert_array_equal(out, odd)
+
+
 def test_dictionary_twin_and_bad_arguments():
     d = DecodeLabelCodesd("label", num_classes=3, allow_missing_keys=True)({"label": np.array([0, 128, 255])})
     np.testing.assert_array_equal(d["label"], [0, 1, 2])

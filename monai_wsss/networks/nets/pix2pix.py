@@ -12,6 +12,23 @@ from torch import nn
 __all__ = ["MaskToImageGenerator", "discriminator_logits"]
 
 
+class _DecoderDropoutUNet(UNet):
+    """MONAI UNet with dropout in the decoder's inner up-sampling layers only, as in the pix2pix generator (whose
+    dropout sits in the innermost decoder blocks); MONAI's ``dropout`` would put it in every layer."""
+
+    def __init__(self, *args, decoder_dropout: float = 0.5, **kwargs) -> None:
+        self._decoder_dropout = decoder_dropout  # read while super().__init__ builds the layers
+        super().__init__(*args, dropout=0.0, **kwargs)
+
+    def _get_up_layer(self, in_channels: int, out_channels: int, strides: int, is_top: bool) -> nn.Module:
+        encoder_dropout = self.dropout
+        self.dropout = 0.0 if is_top else self._decoder_dropout
+        try:
+            return super()._get_up_layer(in_channels, out_channels, strides, is_top)
+        finally:
+            self.dropout = encoder_dropout
+
+
 class MaskToImageGenerator(nn.Module):
     """
     pix2pix generator: a MONAI :py:class:`~monai.networks.nets.UNet` with dropout that maps a segmentation mask to an
@@ -32,7 +49,8 @@ class MaskToImageGenerator(nn.Module):
         channels: U-Net channels per level; pix2pix uses ``(64, 128, 256, 512, 512, 512, 512, 512)`` at 256 px.
         strides: strides between levels (``len(channels) - 1`` values).
         num_res_units: residual units per level (0 gives the plain conv blocks of pix2pix).
-        dropout: dropout probability (pix2pix: 0.5).
+        dropout: dropout probability of the decoder's inner up-sampling layers (pix2pix: 0.5; the encoder and the
+            output layer have none).
         norm: normalisation (pix2pix: ``"INSTANCE"`` or ``"BATCH"``).
         output_act: ``"tanh"``, ``"sigmoid"`` or ``None``.
     """
@@ -56,14 +74,14 @@ class MaskToImageGenerator(nn.Module):
         if output_act not in acts:
             raise ValueError(f"output_act must be one of {list(acts)}, got {output_act!r}.")
         self.num_classes = num_classes
-        self.unet = UNet(
+        self.unet = _DecoderDropoutUNet(
             spatial_dims=spatial_dims,
             in_channels=num_classes,
             out_channels=out_channels,
             channels=channels,
             strides=strides,
             num_res_units=num_res_units,
-            dropout=dropout,
+            decoder_dropout=dropout,
             norm=norm,
             act=("LEAKYRELU", {"negative_slope": 0.2}),
         )

@@ -1,0 +1,206 @@
+"""End-to-end tests of bundles/pix2pix_microscopy_synthesis on the real nuclei tiles (conftest.py)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO
+from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.transforms import LoadImage
+
+from monai_wsss.data import load_semisupervised_datalist
+
+BUNDLE = os.path.join(REPO, "bundles", "pix2pix_microscopy_synthesis")
+CONFIGS = os.path.join(BUNDLE, "configs")
+META = os.path.join(CONFIGS, "metadata.json")
+SCHEMA = os.path.join(REPO, "monai_wsss", "schemas", "meta_schema_20240725.json")
+SMALL = {
+    "image_size": [32, 32],
+    "generator_channels": [8, 16, 32],
+    "discriminator_channels": 8,
+    "batch_size": 2,
+    "segmenter_def#channels": [4, 8, 16],
+    "segmenter_def#strides": [2, 2],
+    "seg_batch_size": 2,
+}
+
+
+def _dirs(tmp: str) -> dict:
+    return {
+        "ckpt_dir": os.path.join(tmp, "models"),
+        "output_dir": os.path.join(tmp, "outputs"),
+        "eval_dir": os.path.join(tmp, "eval"),
+        "seg_output_dir": os.path.join(tmp, "seg_eval"),
+        "seg_ckpt_dir": os.path.join(tmp, "models", "segmenter_real"),
+    }
+
+
+def _run(configs: list[str], tmp: str, dataset_dir: str, **kw) -> ConfigWorkflow:
+    files = [os.path.join(CONFIGS, c) for c in configs]
+    parser = ConfigParser()
+    parser.read_config(files)
+    over = {k: v for k, v in dict(SMALL, **_dirs(tmp)).items() if k in parser}  # only keys these configs define
+    over.update(dataset_dir=dataset_dir, **kw)
+    wf = ConfigWorkflow(
+        config_file=files,
+        meta_file=META,
+        workflow_type="train",
+        bundle_root=BUNDLE,
+        **over,
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return wf
+
+
+def _metrics(path: str) -> dict[str, str]:
+    with open(path) as f:
+        return {row[0]: row[1] for row in csv.reader(f) if row}
+
+
+def test_train_synthesize_segment_evaluate(tmp_path, nuclei_dataset):
+    tmp = str(tmp_path)
+    wf = _run(["train.json"], tmp, nuclei_dataset, num_epochs=2, epoch_length=3, val_interval=1)
+    trainer = wf.parser.get_parsed_content("train::trainer")
+    assert trainer.state.iteration == 6
+    assert os.path.isfile(f"{tmp}/models/model.pt")
+    with open(f"{tmp}/outputs/learning_curve.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and {"loss", "loss_l1", "loss_d", "loss_g_adv"} <= set(rows[0])
+    assert os.path.getsize(f"{tmp}/outputs/validation_grid.png") > 0
+    # constant-then-linear schedule stepped once per epoch: 1 constant epoch (2e-4), 1 decay epoch (1e-4), then 0
+    sched = wf.parser.get_parsed_content("g_lr_scheduler")
+    assert sched.last_epoch == 2 and [sched._factor(e) for e in range(3)] == [1.0, 0.5, 0.0]
+    assert wf.parser.get_parsed_content("g_optimizer").param_groups[0]["lr"] == 0.0
+
+    _run(["train.json", "synthesize.json"], tmp, nuclei_dataset, num_pairs=5)
+    syn = f"{tmp}/outputs/synthetic"
+    meta = json.load(open(f"{syn}/dataset.json"))
+    assert meta["numSynthetic"] == 5 and meta["numTraining"] == 5 + 12 and meta["numTest"] == 4
+    assert os.path.getsize(f"{tmp}/outputs/synthetic_grid.png") > 0
+    lists = load_semisupervised_datalist(syn, fully_labeled_fraction=None, val_fraction=0.0)
+    assert len(lists["labeled"]) == 17 and len(lists["test"]) == 4
+    image = LoadImage(image_only=True, ensure_channel_first=True)(os.path.join(syn, meta["training"][0]["image"]))
+    assert image.shape == (1, 32, 32) and 0 <= float(image.min()) and float(image.max()) <= 255
+
+    # the synthetic folder trains the segmenter with one override (dataset_dir), evaluated on the real test tiles
+    seg = {"seg_num_epochs": 1, "seg_epoch_length": 2}
+    _run(["train.json", "segment.json"], tmp, nuclei_dataset, **seg)
+    real = _metrics(f"{tmp}/seg_eval/metrics.csv")
+    _run(
+        ["train.json", "segment.json"],
+        tmp,
+        syn,
+        seg_name="synthetic",
+        seg_output_dir=f"{tmp}/seg_syn",
+        seg_ckpt_dir=f"{tmp}/models/segmenter_synthetic",
+        **seg,
+    )
+    mixed = _metrics(f"{tmp}/seg_syn/metrics.csv")
+    for m in (real, mixed):
+        assert 0.0 <= float(m["dice"]) <= 1.0
+    assert len(os.listdir(f"{tmp}/seg_syn")) >= 4  # metrics, learning curve, overlays of the 4 test tiles
+
+    _run(["train.json", "segment.json", "evaluate.json"], tmp, nuclei_dataset)
+    ev = _metrics(f"{tmp}/eval/metrics.csv")
+    assert set(ev) >= {"ssim", "psnr", "mae", "feature_distance", "feature_fid"}
+    assert -1 <= float(ev["ssim"]) <= 1 and float(ev["feature_distance"]) > 0
+    assert os.path.getsize(f"{tmp}/eval/heldout_grid.png") > 0
+
+
+def test_resume_continues_epochs(tmp_path, nuclei_dataset):
+    tmp = str(tmp_path)
+    _run(["train.json"], tmp, nuclei_dataset, num_epochs=1, epoch_length=2, val_interval=5)
+    wf = _run(["train.json"], tmp, nuclei_dataset, num_epochs=2, epoch_length=2, val_interval=5)
+    trainer = wf.parser.get_parsed_content("train::trainer")
+    assert trainer.state.epoch == 2 and trainer.state.iteration == 4
+    with open(f"{tmp}/outputs/learning_curve.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
+
+
+def test_rgb_grey_coded_folder_needs_only_dataset_dir(tmp_path, coded_rgb_dataset):
+    """Blood-smear-like data: RGB images, three classes stored as 0/128/255 with stray values."""
+    tmp = str(tmp_path)
+    wf = _run(["train.json"], tmp, coded_rgb_dataset, num_epochs=1, epoch_length=1)
+    assert wf.parser.get_parsed_content("num_classes") == 3
+    assert wf.parser.get_parsed_content("image_channels") == 3
+    batch = next(iter(wf.parser.get_parsed_content("train::dataloader")))
+    assert batch["image"].shape[1] == 3 and set(torch.unique(batch["label"]).tolist()) <= {0, 1, 2}
+    assert wf.parser.get_parsed_content("heldout_data") == wf.parser.get_parsed_content("datalist")["test"]
+    _run(["train.json", "synthesize.json"], tmp, coded_rgb_dataset, num_pairs=2)
+    meta = json.load(open(f"{tmp}/outputs/synthetic/dataset.json"))
+    first = os.path.join(tmp, "outputs", "synthetic", meta["training"][0]["image"])
+    img = LoadImage(image_only=True, ensure_channel_first=True)(first)
+    assert img.shape[0] == 3
+
+
+def test_masks_with_unexpected_labels_fail_clearly(tmp_path, nuclei_dataset):
+    from PIL import Image
+
+    bad = tmp_path / "bad"
+    os.makedirs(bad / "images")
+    os.makedirs(bad / "masks")
+    meta = json.load(open(os.path.join(nuclei_dataset, "dataset.json")))
+    items = []
+    for i, item in enumerate(meta["training"][:3]):
+        Image.open(os.path.join(nuclei_dataset, item["image"])).save(bad / "images" / f"{i}.png")
+        m = (np.asarray(Image.open(os.path.join(nuclei_dataset, item["label"]))) > 0).astype(np.uint8)
+        if i == 1:
+            m[:4, :4] = 5  # not a declared class, not a grey code of two classes either
+        Image.fromarray(m).save(bad / "masks" / f"{i}.png")
+        items.append({"image": f"images/{i}.png", "label": f"masks/{i}.png"})
+    (bad / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "nucleus"}, "training": items}))
+    with pytest.raises(Exception) as info:
+        _run(["train.json"], str(tmp_path), str(bad), num_epochs=1, epoch_length=1)
+    chain, e = [], info.value
+    while e is not None:
+        chain.append(str(e))
+        e = e.__cause__
+    assert any("masks/1.png" in m and "not among the declared labels" in m for m in chain), chain[-1]
+
+
+def test_cli_train(tmp_path, nuclei_dataset):
+    tmp = str(tmp_path)
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", os.path.join(CONFIGS, "train.json")]
+    cmd += ["--meta_file", META, "--bundle_root", BUNDLE, "--dataset_dir", nuclei_dataset]
+    cmd += ["--image_size", "[32,32]", "--generator_channels", "[8,16,32]", "--discriminator_channels", "8"]
+    cmd += ["--num_epochs", "1", "--epoch_length", "1", "--ckpt_dir", f"{tmp}/models", "--output_dir", f"{tmp}/out"]
+    proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = torch.load(f"{tmp}/models/model.pt", weights_only=True)
+    assert any(k.startswith("unet.") for k in state)
+
+
+def test_verify_net_in_out_and_metadata():
+    from monai.bundle import verify_metadata, verify_net_in_out
+
+    verify_net_in_out(
+        net_id="generator_def",
+        meta_file=META,
+        config_file=os.path.join(CONFIGS, "train.json"),
+        n=2,
+        device="cpu",
+        num_classes=2,
+        image_channels=1,
+        generator_channels=[4, 8, 16],
+    )
+    verify_metadata(meta_file=META, filepath=SCHEMA)
+
+
+def test_paper_override_holds_the_pix2pix_schedule():
+    parser = ConfigParser()
+    parser.read_config([os.path.join(CONFIGS, "train.json"), os.path.join(CONFIGS, "paper.json")])
+    assert parser.get_parsed_content("learning_rate") == 2e-4 and parser.get_parsed_content("beta1") == 0.5
+    assert parser.get_parsed_content("lambda_l1") == 100.0 and parser.get_parsed_content("gan_criterion") == "bce"
+    assert parser.get_parsed_content("num_epochs") == 200 and parser.get_parsed_content("constant_epochs") == 100
+    assert parser.get_parsed_content("batch_size") == 1 and parser.get_parsed_content("dropout") == 0.5
+    assert parser.get_parsed_content("image_size") == [256, 256]
+    assert parser.get_parsed_content("generator_channels") == [64, 128, 256, 512, 512, 512, 512, 512]
