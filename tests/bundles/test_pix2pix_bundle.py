@@ -16,6 +16,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.transforms import LoadImage
 
 from monai_wsss.data import load_semisupervised_datalist
+from monai_wsss.networks import MaskToImageGenerator
 
 BUNDLE = os.path.join(REPO, "bundles", "pix2pix_microscopy_synthesis")
 CONFIGS = os.path.join(BUNDLE, "configs")
@@ -204,3 +205,37 @@ def test_paper_override_holds_the_pix2pix_schedule():
     assert parser.get_parsed_content("batch_size") == 1 and parser.get_parsed_content("dropout") == 0.5
     assert parser.get_parsed_content("image_size") == [256, 256]
     assert parser.get_parsed_content("generator_channels") == [64, 128, 256, 512, 512, 512, 512, 512]
+
+
+def test_torchrun_two_cpu_processes(tmp_path, nuclei_dataset):
+    """multi_gpu_train.json with 2 CPU processes (gloo): the same generator on both ranks, only rank 0 writes."""
+    tmp = str(tmp_path)
+    extra = {
+        "ckpt_dir": f"$os.path.join('{tmp}', 'models_rank' + os.environ['RANK'])",
+        "output_dir": f"$os.path.join('{tmp}', 'outputs_rank' + os.environ['RANK'])",
+        "finalize": [
+            f"$torch.save(@generator_def.state_dict(), os.path.join('{tmp}', 'final' + os.environ['RANK'] + '.pt'))",
+            "$dist.is_initialized() and dist.destroy_process_group()",
+        ],
+    }
+    extra_file = os.path.join(tmp, "extra.json")
+    with open(extra_file, "w") as f:
+        json.dump(extra, f)
+    files = f"['{CONFIGS}/train.json','{CONFIGS}/multi_gpu_train.json','{extra_file}']"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
+    cmd += ["-m", "monai.bundle", "run", "--config_file", files, "--meta_file", META, "--bundle_root", BUNDLE]
+    cmd += ["--dataset_dir", nuclei_dataset, "--image_size", "[32,32]", "--generator_channels", "[8,16,32]"]
+    cmd += ["--discriminator_channels", "8", "--num_epochs", "2", "--epoch_length", "2", "--batch_size", "2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    w0 = torch.load(os.path.join(tmp, "final0.pt"), weights_only=True)
+    w1 = torch.load(os.path.join(tmp, "final1.pt"), weights_only=True)
+    saved = torch.load(os.path.join(tmp, "models_rank0", "model.pt"), weights_only=True)
+    start = MaskToImageGenerator(2, 2, 1, channels=(8, 16, 32), strides=(2, 2)).state_dict()
+    assert len(w0) == len(start) == 10
+    assert any(not torch.equal(start[k], w0[k]) for k in w0)  # trained
+    for k in w0:
+        torch.testing.assert_close(w0[k], w1[k], msg=f"ranks differ in {k}")
+        torch.testing.assert_close(saved[k], w0[k])
+    assert not os.path.exists(os.path.join(tmp, "models_rank1"))
