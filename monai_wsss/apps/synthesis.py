@@ -17,7 +17,7 @@ from tqdm import tqdm
 from ..data.validation import validate_datalist
 from ..handlers.figures import save_image_grid
 
-__all__ = ["PairSynthesizer", "write_image"]
+__all__ = ["GeneratedMasks", "PairSynthesizer", "write_image"]
 
 
 def write_image(path: str, array: np.ndarray | torch.Tensor, affine: np.ndarray | None = None) -> None:
@@ -229,6 +229,29 @@ class PairSynthesizer:
         os.rename(tmp, self.output_dir)
         if old:
             shutil.rmtree(old, ignore_errors=True)
+
+
+class GeneratedMasks:
+    """
+    ``num_masks`` masks drawn from a trained latent mask generator (e.g.
+    :py:class:`monai_wsss.networks.LatentMaskGenerator`), as a sequence of ``{"label": label map}`` items for
+    :py:class:`PairSynthesizer`; item ``i`` comes from the latent seeded ``seed + i``, so draws are reproducible.
+    """
+
+    def __init__(self, generator: torch.nn.Module, num_masks: int, seed: int = 0, key: str = "label") -> None:
+        self.generator = generator
+        self.num_masks = int(num_masks)
+        self.seed = int(seed)
+        self.key = key
+
+    def __len__(self) -> int:
+        return self.num_masks
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.num_masks:
+            raise IndexError(index)
+        rng = torch.Generator().manual_seed(self.seed + index)
+        return {self.key: self.generator.sample(1, generator=rng)[0].float().cpu()}
 
 
 def _absolute(item: dict[str, Any]) -> dict[str, Any]:

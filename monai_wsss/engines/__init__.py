@@ -1,7 +1,7 @@
 """Engines built on MONAI's workflows."""
 
 from .cotraining import CoTrainingEvents, CoTrainingTrainer, PrepareEnsembleBatch
-from .pix2pix import Pix2PixTrainer, PrepareMaskImageBatch
+from .pix2pix import Pix2PixTrainer, PrepareMaskImageBatch, PrepareOneHotMasks
 from .semi_supervised import UNLABELED_IMAGE, PrepareLabeledUnlabeledBatch, SemiSupervisedTrainer
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "Pix2PixTrainer",
     "PrepareLabeledUnlabeledBatch",
     "PrepareMaskImageBatch",
+    "PrepareOneHotMasks",
     "SemiSupervisedTrainer",
     "UNLABELED_IMAGE",
 ]

@@ -8,13 +8,14 @@ from typing import Any
 import torch
 from monai.engines import Trainer
 from monai.engines.utils import default_metric_cmp_fn
+from monai.networks.utils import one_hot
 from monai.utils import CommonKeys as Keys
 from torch.optim import Optimizer
 
 from ..losses.pix2pix import ConditionalGANLoss
 from ..networks.nets.pix2pix import discriminator_logits
 
-__all__ = ["Pix2PixTrainer", "PrepareMaskImageBatch"]
+__all__ = ["Pix2PixTrainer", "PrepareMaskImageBatch", "PrepareOneHotMasks"]
 
 
 def _halves(logits: torch.Tensor | list[torch.Tensor], n: int) -> tuple:
@@ -41,6 +42,21 @@ class PrepareMaskImageBatch:
             torch.as_tensor(batchdata[k]).to(device=device, non_blocking=non_blocking, **kwargs)
             for k in (self.mask_key, self.image_key)
         )
+
+
+class PrepareOneHotMasks:
+    """The real samples of a mask GAN (MONAI ``GanTrainer``'s ``d_prepare_batch``): the label maps under ``key`` as
+    ``num_classes``-channel one-hot tensors on ``device``."""
+
+    def __init__(self, num_classes: int, key: str = Keys.LABEL) -> None:
+        self.num_classes = int(num_classes)
+        self.key = key
+
+    def __call__(
+        self, batchdata: dict, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs: Any
+    ) -> torch.Tensor:
+        mask = torch.as_tensor(batchdata[self.key]).to(device=device, non_blocking=non_blocking)
+        return one_hot(mask.long(), num_classes=self.num_classes).float()
 
 
 class Pix2PixTrainer(Trainer):

@@ -3,6 +3,7 @@
 from .adversarial import FGSM, VAT, segmentation_cross_entropy
 from .cotraining import AdversarialDiversityLoss, JensenShannonDivergenceLoss, generalized_jsd, kl_divergence
 from .dual_task import DualTaskConsistencyLoss, LevelSetConsistencyLoss, smooth_heaviside
+from .mask_gan import LatentGANLoss
 from .pix2pix import ConditionalGANLoss
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "ConditionalGANLoss",
     "DualTaskConsistencyLoss",
     "JensenShannonDivergenceLoss",
+    "LatentGANLoss",
     "LevelSetConsistencyLoss",
     "generalized_jsd",
     "kl_divergence",
