@@ -132,7 +132,7 @@ def coded_rgb_dataset(tmp_path_factory, nuclei_dataset) -> str:
             name = os.path.basename(item["image"])
             Image.fromarray(rgb).save(os.path.join(root, "images", name))
             Image.fromarray(coded).save(os.path.join(root, "masks", name))
-            lists[key].append({"image": f"images/{name}", "label": f"masks/{name}"})
+            lists[key].append({"image": f"images/{name}", "label": f"masks/{name}", "subset": "tiles"})
     with open(os.path.join(root, "dataset.json"), "w") as f:
         json.dump({"labels": {"0": "background", "1": "rim", "2": "core"}, **lists}, f)
     return root

@@ -141,6 +141,18 @@ def test_rgb_grey_coded_folder_needs_only_dataset_dir(tmp_path, coded_rgb_datase
     first = os.path.join(tmp, "outputs", "synthetic", meta["training"][0]["image"])
     img = LoadImage(image_only=True, ensure_channel_first=True)(first)
     assert img.shape[0] == 3
+    # real items keep their extra keys ("subset") in the datalist; training batches mix them with synthetic ones
+    assert meta["training"][-1]["subset"] == "tiles" and "subset" not in meta["training"][0]
+    _run(
+        ["train.json", "segment.json"],
+        tmp,
+        f"{tmp}/outputs/synthetic",
+        seg_num_epochs=1,
+        seg_epoch_length=3,
+        seg_batch_size=3,
+        seg_name="synthetic",
+    )
+    assert os.path.isfile(f"{tmp}/seg_eval/metrics.csv")
 
 
 def test_masks_with_unexpected_labels_fail_clearly(tmp_path, nuclei_dataset):
