@@ -1,5 +1,15 @@
 """Runners on top of the library: synthesis (and, later, Slicer and the active-learning loop)."""
 
 from .synthesis import GeneratedMasks, PairSynthesizer, write_image
+from .weak_supervision import SEED_METHODS, PseudoLabelWriter, class_activation_maps, peak_response_seeds, resize_maps
 
-__all__ = ["GeneratedMasks", "PairSynthesizer", "write_image"]
+__all__ = [
+    "GeneratedMasks",
+    "PairSynthesizer",
+    "write_image",
+    "SEED_METHODS",
+    "PseudoLabelWriter",
+    "class_activation_maps",
+    "peak_response_seeds",
+    "resize_maps",
+]

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .microscopy import NUCLEI_DATASET, build_nuclei_tiles_dataset
+from .tagging import TAGGED_NUCLEI_DATASET, build_tagged_nuclei_dataset  # noqa: F401 (found by _BUILDERS)
 
 __all__ = [
     "DEFAULT_DATASET",
@@ -265,6 +266,7 @@ _BUILDERS = {
     DEFAULT_DATASET: "build_brain_t1_dataset",
     TISSUE_DATASET: "build_mni152_tissue_dataset",
     NUCLEI_DATASET: "build_nuclei_tiles_dataset",
+    TAGGED_NUCLEI_DATASET: "build_tagged_nuclei_dataset",
 }
 
 
