@@ -1,0 +1,87 @@
+"""ActiveLearningLoop on the real MNI152 tissue slabs (4 mm, conftest.py): mid-round resume, 2D fallback, checks."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+from monai.networks.nets import UNet
+
+from monai_wsss.active import Supervoxels
+from monai_wsss.apps.active_learning import ActiveLearningLoop
+from monai_wsss.data import load_semisupervised_datalist
+
+
+def _lists(dataset_dir: str) -> dict:
+    return load_semisupervised_datalist(dataset_dir, fully_labeled_fraction=None, val_fraction=0.0)
+
+
+def _loop(out: str, pool, heldout, spatial_dims: int = 3, **kw) -> ActiveLearningLoop:
+    strides = [[2, 2, 1], [2, 2, 1]] if spatial_dims == 3 else [2, 2]
+    net = UNet(spatial_dims, 1, 3, channels=[4, 8, 16], strides=strides, num_res_units=1)
+    args = {
+        "num_classes": 3,
+        "regions_per_round": 3,
+        "num_iterations": 2,
+        "supervoxels": Supervoxels(n_segments=40),
+        "plane_radius": 6.0,
+        "plane_angles": (3, 8),
+        "divisor": [4, 4, 1] if spatial_dims == 3 else 4,
+    }
+    args.update(kw)
+    return ActiveLearningLoop(net, pool, heldout, out, **args)
+
+
+def test_kill_after_annotation_resumes_without_new_query(tmp_path, tiny_tissue_dataset):
+    lists = _lists(tiny_tissue_dataset)
+    out = str(tmp_path)
+    loop = _loop(out, lists["labeled"], lists["test"], strategy="geometric_plane")
+    loop.run(2)
+    csv_path = loop.curve_path
+    with open(csv_path) as f:
+        full = f.read().splitlines()
+    # simulate a kill after round 1 was annotated but before its curve row was written
+    with open(csv_path, "w") as f:
+        f.write("\n".join(full[:2]) + "\n")
+    state_root = os.path.join(out, "geometric_plane", "state")
+    before = {c: json.load(open(os.path.join(state_root, c, "queries.json"))) for c in os.listdir(state_root)}
+    rows = _loop(out, lists["labeled"], lists["test"], strategy="geometric_plane").run(2)
+    after = {c: json.load(open(os.path.join(state_root, c, "queries.json"))) for c in os.listdir(state_root)}
+    assert before == after  # round 1's recorded query is reused, not asked again
+    assert [int(r["round"]) for r in rows] == [0, 1]
+    assert int(rows[1]["annotated_voxels"]) == int(full[2].split(",")[4])
+
+
+def test_2d_plane_strategy_falls_back_to_regions(tmp_path, tiny_tissue_dataset):
+    lists = _lists(tiny_tissue_dataset)
+    cases = {}
+    for role in ("labeled", "test"):
+        cases[role] = []
+        for i, c in enumerate(lists[role]):
+            item = {}
+            for key in ("image", "label"):
+                img = nib.load(c[key])
+                path = os.path.join(str(tmp_path), f"{role}{i}_{key}.nii.gz")
+                nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:, :, 1], np.eye(4)), path)
+                item[key] = path
+            cases[role].append(item)
+    loop = _loop(os.path.join(str(tmp_path), "out"), cases["labeled"], cases["test"], 2, strategy="geometric_plane")
+    assert loop.spatial_dims == 2
+    rows = loop.run(2)
+    assert len(rows) == 2
+    state_root = os.path.join(str(tmp_path), "out", "geometric_plane", "state")
+    queries = [q for c in os.listdir(state_root) for q in json.load(open(os.path.join(state_root, c, "queries.json")))]
+    assert all(q["plane"] is None and len(q["region_ids"]) == 3 for q in queries)
+
+
+def test_invalid_arguments(tmp_path, tiny_tissue_dataset):
+    lists = _lists(tiny_tissue_dataset)
+    with pytest.raises(ValueError, match="strategy|Unsupported option"):
+        _loop(str(tmp_path), lists["labeled"], lists["test"], strategy="margin_of_error")
+    with pytest.raises(ValueError, match="`heldout` is empty"):
+        _loop(str(tmp_path), lists["labeled"], [], strategy="random")
+    with pytest.raises(ValueError, match="no `label`"):
+        _loop(str(tmp_path), lists["unlabeled"], lists["test"], strategy="random")
