@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from collections.abc import Callable
 
 import numpy as np
 
@@ -38,6 +39,63 @@ def _tiles(height: int, col_start: int, col_stop: int, tile: int) -> list[tuple[
     return [(r, c) for r in range(0, height - tile + 1, tile) for c in range(col_start, col_stop - tile + 1, tile)]
 
 
+def _read_stardist_sample() -> tuple[np.ndarray, np.ndarray]:
+    """stardist's real ``img2d.tif`` and its instance labels ``mask2d.tif``, checked to be one 2D pair."""
+    import tifffile
+
+    folder = _stardist_images_dir()
+    paths = {k: os.path.join(folder, f"{k}2d.tif") for k in ("img", "mask")}
+    for path in paths.values():
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"stardist's sample file is missing: {path} (pip install stardist).")
+    image = np.asarray(tifffile.imread(paths["img"]))
+    labels = np.asarray(tifffile.imread(paths["mask"]))
+    if image.ndim != 2 or image.shape != labels.shape:
+        raise ValueError(f"Expected one 2D image and mask of the same shape, got {image.shape} and {labels.shape}.")
+    return image, labels
+
+
+def _write_tiles(
+    out_dir: str,
+    image_u8: np.ndarray,
+    mask_u8: np.ndarray,
+    tile: int,
+    test_columns: int,
+    extra: Callable[[np.ndarray], dict] | None = None,
+) -> dict[str, list[dict]]:
+    """
+    Cut ``image_u8`` / ``mask_u8`` into ``tile`` x ``tile`` PNG tiles under ``out_dir/images`` and ``out_dir/masks``:
+    the right-most ``test_columns`` columns give the ``test`` list, the rest ``training``; ``extra(mask_tile)`` adds
+    keys to each item (e.g. image-level tags).
+    """
+    from PIL import Image
+
+    height, width = image_u8.shape
+    if tile < 1:
+        raise ValueError(f"`tile` must be positive, got {tile}.")
+    if not tile <= test_columns <= width - tile:
+        raise ValueError(
+            f"`test_columns` must leave a complete tile in both regions: {tile} <= test_columns <= {width - tile} "
+            f"(image width {width}, tile {tile}), got {test_columns}."
+        )
+    for sub in ("images", "masks"):
+        os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
+    split = width - test_columns
+    regions = {"training": _tiles(height, 0, split, tile), "test": _tiles(height, split, width, tile)}
+    lists: dict[str, list[dict]] = {"training": [], "test": []}
+    for role, offsets in regions.items():
+        for r, c in offsets:
+            name = f"nuclei_r{r:03d}_c{c:03d}.png"
+            window = (slice(r, r + tile), slice(c, c + tile))
+            item = {"image": f"images/{name}", "label": f"masks/{name}"}
+            if extra is not None:
+                item.update(extra(mask_u8[window]))
+            Image.fromarray(np.ascontiguousarray(image_u8[window])).save(os.path.join(out_dir, item["image"]))
+            Image.fromarray(np.ascontiguousarray(mask_u8[window])).save(os.path.join(out_dir, item["label"]))
+            lists[role].append(item)
+    return lists
+
+
 def build_nuclei_tiles_dataset(out_dir: str, tile: int = 128, test_columns: int = 128) -> str:
     """
     Build the default nuclei set in ``out_dir``: ``images/`` and ``masks/`` (8-bit PNG tiles named
@@ -59,47 +117,14 @@ def build_nuclei_tiles_dataset(out_dir: str, tile: int = 128, test_columns: int 
         FileNotFoundError: when stardist (or one of its two sample files) is missing.
         ValueError: when ``tile`` or ``test_columns`` leave a region without a complete tile.
     """
-    import tifffile
-    from PIL import Image
-
-    folder = _stardist_images_dir()
-    paths = {k: os.path.join(folder, f"{k}2d.tif") for k in ("img", "mask")}
-    for path in paths.values():
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"stardist's sample file is missing: {path} (pip install stardist).")
-    image = np.asarray(tifffile.imread(paths["img"]))
-    labels = np.asarray(tifffile.imread(paths["mask"]))
-    if image.ndim != 2 or image.shape != labels.shape:
-        raise ValueError(f"Expected one 2D image and mask of the same shape, got {image.shape} and {labels.shape}.")
+    image, labels = _read_stardist_sample()
     height, width = image.shape
-    if tile < 1:
-        raise ValueError(f"`tile` must be positive, got {tile}.")
-    if not tile <= test_columns <= width - tile:
-        raise ValueError(
-            f"`test_columns` must leave a complete tile in both regions: {tile} <= test_columns <= {width - tile} "
-            f"(image width {width}, tile {tile}), got {test_columns}."
-        )
-
     scaled = bool(image.max() > 255)
     image = np.clip(image.astype(np.float64), 0, None)  # fluorescence counts: never negative in stardist's file
     if scaled:
         image = np.rint(image * (255.0 / float(image.max())))
     image_u8 = image.astype(np.uint8)
-    mask_u8 = (labels > 0).astype(np.uint8)
-
-    for sub in ("images", "masks"):
-        os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
-    split = width - test_columns
-    regions = {"training": _tiles(height, 0, split, tile), "test": _tiles(height, split, width, tile)}
-    lists: dict[str, list[dict]] = {"training": [], "test": []}
-    for role, offsets in regions.items():
-        for r, c in offsets:
-            name = f"nuclei_r{r:03d}_c{c:03d}.png"
-            item = {"image": f"images/{name}", "label": f"masks/{name}"}
-            window = (slice(r, r + tile), slice(c, c + tile))
-            Image.fromarray(np.ascontiguousarray(image_u8[window])).save(os.path.join(out_dir, item["image"]))
-            Image.fromarray(np.ascontiguousarray(mask_u8[window])).save(os.path.join(out_dir, item["label"]))
-            lists[role].append(item)
+    lists = _write_tiles(out_dir, image_u8, (labels > 0).astype(np.uint8), tile, test_columns)
 
     intensity = (
         "grey values scaled by the image maximum to 0..255"

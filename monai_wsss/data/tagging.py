@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .microscopy import _stardist_images_dir, _tiles
+from .microscopy import _read_stardist_sample, _write_tiles
 from .validation import DatasetError
 
 __all__ = ["TAGGED_NUCLEI_DATASET", "build_tagged_nuclei_dataset", "load_tagged_datalist", "parse_class_labels"]
@@ -45,44 +45,21 @@ def build_tagged_nuclei_dataset(out_dir: str, tile: int = 32, test_columns: int 
         FileNotFoundError: stardist (or one of its sample files) is missing.
         ValueError: ``tile`` / ``test_columns`` leave a region without a complete tile, or ``min_pixels < 1``.
     """
-    import tifffile
-    from PIL import Image
-
     if min_pixels < 1:
         raise ValueError(f"`min_pixels` must be >= 1, got {min_pixels}.")
-    folder = _stardist_images_dir()
-    paths = {k: os.path.join(folder, f"{k}2d.tif") for k in ("img", "mask")}
-    for path in paths.values():
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"stardist's sample file is missing: {path} (pip install stardist).")
-    image = np.asarray(tifffile.imread(paths["img"]))
-    mask = np.asarray(tifffile.imread(paths["mask"])) > 0
-    if image.ndim != 2 or image.shape != mask.shape:
-        raise ValueError(f"Expected one 2D image and mask of the same shape, got {image.shape} and {mask.shape}.")
+    image, labels = _read_stardist_sample()
     height, width = image.shape
-    if tile < 1 or not tile <= test_columns <= width - tile:
-        raise ValueError(
-            f"`tile` ({tile}) and `test_columns` ({test_columns}) must leave a complete tile in both regions "
-            f"(image width {width})."
-        )
     if image.max() > 255:
         image = np.rint(np.clip(image.astype(np.float64), 0, None) * (255.0 / float(image.max())))
     image_u8 = np.clip(image, 0, 255).astype(np.uint8)
-    mask_u8 = mask.astype(np.uint8)
-    for sub in ("images", "masks"):
-        os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
-    split = width - test_columns
-    regions = {"training": _tiles(height, 0, split, tile), "test": _tiles(height, split, width, tile)}
-    lists: dict[str, list[dict]] = {"training": [], "test": []}
-    for role, offsets in regions.items():
-        for r, c in offsets:
-            name = f"nuclei_r{r:03d}_c{c:03d}.png"
-            window = (slice(r, r + tile), slice(c, c + tile))
-            tag = int(int(mask_u8[window].sum()) >= min_pixels)
-            item = {"image": f"images/{name}", "label": f"masks/{name}", "class_labels": [tag]}
-            Image.fromarray(np.ascontiguousarray(image_u8[window])).save(os.path.join(out_dir, item["image"]))
-            Image.fromarray(np.ascontiguousarray(mask_u8[window])).save(os.path.join(out_dir, item["label"]))
-            lists[role].append(item)
+    lists = _write_tiles(
+        out_dir,
+        image_u8,
+        (labels > 0).astype(np.uint8),
+        tile,
+        test_columns,
+        extra=lambda m: {"class_labels": [int(int(m.sum()) >= min_pixels)]},
+    )
     counts = {k: sum(i["class_labels"][0] for i in v) for k, v in lists.items()}
     meta = {
         "name": "StarDist-nuclei-tagged-tiles",
