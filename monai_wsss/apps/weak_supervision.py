@@ -16,7 +16,15 @@ import torch.nn.functional as F
 from monai.transforms import LoadImage
 from monai.utils import look_up_option
 
-from ..attribution import AdvCAM, PeakResponseMapping, PerSampleCAM, max_normalizer, seeds_to_pseudo_label
+from ..attribution import (
+    AdvCAM,
+    PeakInstanceRetrieval,
+    PeakResponseMapping,
+    PerSampleCAM,
+    instances_to_maps,
+    max_normalizer,
+    seeds_to_pseudo_label,
+)
 from ..data.validation import validate_datalist
 from ..handlers.figures import save_image_grid
 from .synthesis import write_image
@@ -53,19 +61,34 @@ def class_activation_maps(cam: PerSampleCAM, images: torch.Tensor, labels: torch
     return _masked_max_normalise(torch.cat(maps, 1).detach(), labels)
 
 
-def peak_response_seeds(prm: PeakResponseMapping, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def peak_response_seeds(
+    prm: PeakResponseMapping,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    retrieval: PeakInstanceRetrieval | None = None,
+) -> torch.Tensor:
     """
     Semantic seeds from Peak Response Maps: for each image and present class, the sum of the response maps of all
     its peaks (all peaks of an image back-propagated in one batched pass), resized to the input size and divided by
-    its maximum. ``(B, K, *spatial)``; absent classes are zero.
+    its maximum. With ``retrieval``, the seeds are instead the union of the instance masks it retrieves for each
+    class (binary). ``(B, K, *spatial)``; absent classes are zero.
     """
     spatial = tuple(images.shape[2:])
     out = images.new_zeros((images.shape[0], labels.shape[1], *spatial))
-    for b, res in enumerate(prm(images, labels)):
+    results = prm(images, labels)
+    crm = None
+    if retrieval is not None:
+        with torch.no_grad():
+            crm = prm.response_maps(images)
+    for b, res in enumerate(results):
         if len(res["peaks"]) == 0:
             continue
         maps = resize_maps(res["maps"][:, None].to(out.dtype), spatial)[:, 0]
-        out[b].index_add_(0, res["peaks"][:, 0], maps)
+        if retrieval is not None:
+            inst = retrieval(images[b], {**res, "maps": maps}, crm[b])  # type: ignore[index]
+            out[b] = instances_to_maps(inst, labels.shape[1], spatial).to(out)
+        else:
+            out[b].index_add_(0, res["peaks"][:, 0], maps)
     return _masked_max_normalise(out, labels)
 
 
@@ -98,6 +121,8 @@ class PseudoLabelWriter:
         seed_method: ``"cam"``, ``"advcam"`` or ``"prm"``.
         advcam: an :py:class:`~monai_wsss.attribution.AdvCAM` on ``network`` (needed for ``"advcam"`` and the panel).
         prm: a :py:class:`~monai_wsss.attribution.PeakResponseMapping` on ``network`` (``"prm"`` and the panel).
+        prm_retrieval: a :py:class:`~monai_wsss.attribution.PeakInstanceRetrieval`; when given, ``"prm"`` seeds are
+            the retrieved instance masks instead of the summed peak response maps.
         target_layers, fc_layers: CAM layers of ``network``.
         bg_threshold: background score of :py:func:`seeds_to_pseudo_label`.
         device: where the classifier runs.
@@ -117,6 +142,7 @@ class PseudoLabelWriter:
         seed_method: str = "advcam",
         advcam: AdvCAM | None = None,
         prm: PeakResponseMapping | None = None,
+        prm_retrieval: PeakInstanceRetrieval | None = None,
         target_layers: str = "feature",
         fc_layers: str = "classifier",
         bg_threshold: float = 0.15,
@@ -140,6 +166,7 @@ class PseudoLabelWriter:
         self.preprocessing = preprocessing
         self.advcam = advcam
         self.prm = prm
+        self.prm_retrieval = prm_retrieval
         self.cam = PerSampleCAM(network, target_layers, fc_layers, postprocessing=max_normalizer)
         self.bg_threshold = float(bg_threshold)
         self.device = torch.device(device)
@@ -160,7 +187,7 @@ class PseudoLabelWriter:
                 return class_activation_maps(self.cam, images, labels)
         if method == "advcam":
             return self.advcam(images, labels).detach()  # type: ignore[misc]
-        return peak_response_seeds(self.prm, images, labels).detach()  # type: ignore[arg-type]
+        return peak_response_seeds(self.prm, images, labels, self.prm_retrieval).detach()  # type: ignore[arg-type]
 
     def _tags(self, item: dict) -> torch.Tensor:
         tags = torch.as_tensor(np.asarray(item["class_labels"], dtype=np.float32))
@@ -251,6 +278,7 @@ class PseudoLabelWriter:
             seconds = time.perf_counter() - start
             metrics = {
                 "seed_method": self.seed_method,
+                "prm_instances": self.seed_method == "prm" and self.prm_retrieval is not None,
                 "bg_threshold": self.bg_threshold,
                 "num_images": len(self.items),
                 "num_positive": int(sum(float(np.asarray(i["class_labels"]).sum() > 0) for i in self.items)),

@@ -12,7 +12,13 @@ import torch.nn as nn
 from monai.transforms import Compose, EnsureTyped, LoadImage, LoadImaged, ScaleIntensityRanged
 
 from monai_wsss.apps import PseudoLabelWriter, resize_maps
-from monai_wsss.attribution import AdvCAM, CAMClassifier, PeakResponseMapping
+from monai_wsss.attribution import (
+    AdvCAM,
+    CAMClassifier,
+    PeakInstanceRetrieval,
+    PeakResponseMapping,
+    superpixel_proposals,
+)
 from monai_wsss.data import build_tagged_nuclei_dataset, load_semisupervised_datalist, load_tagged_datalist
 
 pytestmark = pytest.mark.filterwarnings("ignore:NvImgCodecPydicomReader")
@@ -107,3 +113,33 @@ def test_resize_maps_and_bad_arguments(tagged, tmp_path):
         PseudoLabelWriter(_net(), tagged["training"], str(tmp_path), ["nucleus"], PRE, "advcam")
     with pytest.raises(ValueError):
         PseudoLabelWriter(_net(), tagged["training"], str(tmp_path), ["nucleus"], PRE, "gradcam++")
+
+
+def test_writer_prm_instances_gives_binary_instance_seeds(tmp_path, tagged):
+    """With a retrieval, PRM seeds are unions of proposal masks: each pseudo-label region is a whole proposal."""
+    net = _net()
+    retrieval = PeakInstanceRetrieval(proposals=lambda x: superpixel_proposals(x, n_segments=(16,)))
+    out = str(tmp_path / "pl_inst")
+    writer = PseudoLabelWriter(
+        net,
+        tagged["training"],
+        out,
+        tagged["classes"],
+        PRE,
+        "prm",
+        prm=PeakResponseMapping(net),
+        prm_retrieval=retrieval,
+    )
+    metrics = writer.run()
+    assert metrics["prm_instances"] is True and metrics["negatives_all_background"] is True
+    images = torch.stack([torch.as_tensor(PRE({"image": i["image"]})["image"]) for i in tagged["training"]])
+    tags = torch.stack([torch.as_tensor(i["class_labels"]) for i in tagged["training"]])
+    seeds = writer.maps("prm", images, tags)
+    assert all(v == 0 or abs(v - 1) < 1e-4 for v in seeds.unique().tolist())  # binary, up to the max-normaliser
+    assert seeds[:5].sum() > 0 and seeds[5:].sum() == 0
+    for b in range(5):
+        props = superpixel_proposals(images[b], n_segments=(16,))
+        covered = seeds[b, 0] > 0.5
+        if covered.any():  # the seed is a union of proposals: every covered pixel lies in a proposal inside it
+            inside = props[(props & ~covered).flatten(1).sum(1) == 0]
+            assert torch.equal(inside.any(0), covered)
