@@ -1,0 +1,191 @@
+"""The model-zoo configs of bundles/advcam_weakly_supervised_seg (inference, evaluate, multi_gpu_train), real tiles."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import REPO
+from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.networks.nets import UNet
+from monai.transforms import LoadImage
+from PIL import Image
+
+from monai_wsss.data import build_tagged_nuclei_dataset
+
+BUNDLE = os.path.join(REPO, "bundles", "advcam_weakly_supervised_seg")
+CONFIGS = os.path.join(BUNDLE, "configs")
+META = os.path.join(CONFIGS, "metadata.json")
+TINY_UNET = {"channels": [4, 8, 16], "strides": [2, 2]}
+SEGMENT = {"seg_batch_size": 4, "seg_num_epochs": 1, "seg_epoch_length": 2}
+
+pytestmark = pytest.mark.filterwarnings("ignore:NvImgCodecPydicomReader")
+
+
+@pytest.fixture(scope="module")
+def small_tagged(tmp_path_factory) -> str:
+    """8 positive + 4 negative real training tiles and 4 real test tiles of the default tagged set (absolute paths)."""
+    full = build_tagged_nuclei_dataset(str(tmp_path_factory.mktemp("tagged_full")))
+    meta = json.load(open(os.path.join(full, "dataset.json")))
+    absolute = [{**i, "image": f"{full}/{i['image']}", "label": f"{full}/{i['label']}"} for i in meta["training"]]
+    pos = [i for i in absolute if i["class_labels"] == [1]][:8]
+    neg = [i for i in absolute if i["class_labels"] == [0]][:4]
+    test = [{**i, "image": f"{full}/{i['image']}", "label": f"{full}/{i['label']}"} for i in meta["test"][:4]]
+    root = str(tmp_path_factory.mktemp("tagged_small"))
+    with open(os.path.join(root, "dataset.json"), "w") as f:
+        json.dump({"labels": meta["labels"], "classes": meta["classes"], "training": pos + neg, "test": test}, f)
+    return root
+
+
+def _workflow(configs: list[str], workflow_type: str, tmp: str, **over) -> ConfigWorkflow:
+    files = [os.path.join(CONFIGS, c) for c in configs]
+    wf = ConfigWorkflow(config_file=files, meta_file=META, workflow_type=workflow_type, bundle_root=tmp, **over)
+    wf.initialize()
+    return wf
+
+
+def _run(wf: ConfigWorkflow) -> ConfigWorkflow:
+    wf.run()
+    wf.finalize()
+    return wf
+
+
+def _tiny_unet(image_channels: int = 1, num_classes: int = 2) -> UNet:
+    return UNet(2, image_channels, num_classes, num_res_units=2, norm="batch", **TINY_UNET)
+
+
+def test_segment_then_evaluate_reports_the_same_metrics(tmp_path, small_tagged):
+    """evaluate.json reloads the segmenter that segment.json saved and scores it on the same real test masks."""
+    tmp = str(tmp_path)
+    unet = {f"segmenter_def#{k}": v for k, v in TINY_UNET.items()}
+    trained = _run(_workflow(["segment.json"], "train", tmp, dataset_dir=small_tagged, **unet, **SEGMENT))
+    during_training = trained.parser.get_parsed_content("seg_evaluate::evaluator").state.metrics
+    name = os.path.basename(small_tagged)
+    assert os.path.isfile(f"{tmp}/models/segmenter_{name}/model.pt")
+
+    wf = _workflow(["segment.json", "evaluate.json"], "infer", tmp, dataset_dir=small_tagged, **unet)
+    assert wf.check_properties() == []
+    metrics = _run(wf).parser.get_parsed_content("evaluator").state.metrics
+    assert set(metrics) == {"dice", "jaccard", "miou"}
+    for k, v in during_training.items():  # same weights, same tiles: same numbers
+        assert metrics[k] == pytest.approx(v, abs=1e-6), (k, metrics, during_training)
+    out = f"{tmp}/eval/segmenter_{name}/evaluate"
+    with open(f"{out}/metrics.csv") as f:
+        saved = {row[0]: float(row[1]) for row in csv.reader(f) if row}
+    assert saved == pytest.approx(metrics)
+    with open(f"{out}/dice_raw.csv") as f:
+        assert len(list(csv.reader(f))) == 1 + 4  # header + one row per test tile
+    assert len([f for f in os.listdir(out) if f.endswith("_overlay.png")]) == 4
+
+
+def test_inference_writes_labels_in_the_input_space(tmp_path, small_tagged):
+    """PNG in -> PNG label map out (same size, same axes); other formats (here 2D NIfTI) -> NIfTI with the input's
+    shape and affine; sizes that are no multiple of 8 are padded for the UNet and cropped back."""
+    tmp = str(tmp_path)
+    torch.manual_seed(0)
+    net = _tiny_unet().eval()  # untrained: a non-trivial label pattern, so axis mix-ups would show
+    ckpt = os.path.join(tmp, "model.pt")
+    torch.save(net.state_dict(), ckpt)
+    tile = json.load(open(os.path.join(small_tagged, "dataset.json")))["test"][0]["image"]
+    os.makedirs(f"{tmp}/in")
+    pixels = np.asarray(Image.open(tile))
+    Image.fromarray(pixels).save(f"{tmp}/in/square.png")
+    Image.fromarray(pixels[2:31, 5:26]).save(f"{tmp}/in/odd.png")  # 29 x 21 pixels
+    load = LoadImage(image_only=True, ensure_channel_first=True)
+    affine = np.diag([-0.5, 0.25, 1.0, 1.0])
+    affine[:2, 3] = [12.0, -3.0]
+    odd = np.asarray(load(f"{tmp}/in/odd.png"))[0]  # MONAI axes of the PNG
+    nib.save(nib.Nifti1Image(odd.astype(np.float32), affine), f"{tmp}/in/odd.nii.gz")
+
+    over = {f"network_def#{k}": v for k, v in TINY_UNET.items()}
+    over.update(dataset_dir=f"{tmp}/in", ckpt_path=ckpt)
+    pngs = [f"{tmp}/in/square.png", f"{tmp}/in/odd.png"]
+    wf = _workflow(["inference.json"], "infer", tmp, datalist=pngs, output_dir=f"{tmp}/out", **over)
+    assert wf.check_properties() == []
+    _run(wf)
+    _run(_workflow(["inference.json"], "infer", tmp, datalist=[f"{tmp}/in/odd.nii.gz"], **over))
+    assert sorted(os.listdir(f"{tmp}/out")) == [
+        "odd_overlay.png",
+        "odd_seg.png",
+        "square_overlay.png",
+        "square_seg.png",
+    ]
+    for stem in ("square", "odd"):
+        seg = Image.open(f"{tmp}/out/{stem}_seg.png")
+        assert seg.size == Image.open(f"{tmp}/in/{stem}.png").size and seg.mode == "L"
+    with torch.no_grad():
+        expected = net(load(f"{tmp}/in/square.png")[None].float() / 255).argmax(1)[0]
+    square = torch.as_tensor(np.asarray(load(f"{tmp}/out/square_seg.png"))[0])
+    assert 0 < int(square.sum()) < square.numel()  # both classes present
+    torch.testing.assert_close(square, expected.float(), check_dtype=False)
+
+    nifti = nib.load(f"{tmp}/eval/inference/odd_seg.nii.gz")  # the default output_dir under bundle_root
+    assert nifti.shape == odd.shape and nifti.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(nifti.affine, affine, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(nifti.dataobj), np.asarray(load(f"{tmp}/out/odd_seg.png"))[0])
+
+
+def test_inference_network_def_matches_metadata():
+    """What the model zoo's CI runs against inference.json alone: one prediction tensor with the declared channels."""
+    from monai.bundle import verify_net_in_out
+
+    verify_net_in_out(net_id="network_def", meta_file=META, config_file=os.path.join(CONFIGS, "inference.json"), n=2)
+    parser = ConfigParser()
+    parser.read_config(os.path.join(CONFIGS, "inference.json"))
+    parser.read_meta(META)
+    assert parser["_meta_::network_data_format::outputs::pred::num_channels"] == parser["num_classes"]
+    assert parser["_meta_::network_data_format::outputs::pred::channel_def"] == {"0": "background", "1": "nucleus"}
+
+
+def test_train_classifier_properties(tmp_path, small_tagged):
+    """The classifier training config that multi_gpu_train.json overrides has the train workflow's properties."""
+    wf = _workflow(["train_classifier.json"], "train", str(tmp_path), dataset_dir=small_tagged)
+    assert wf.check_properties() == []
+
+
+def test_multi_gpu_classifier_two_cpu_processes(tmp_path, small_tagged):
+    """torchrun, 2 CPU processes (gloo): each rank trains on its half of the tiles, the ranks end with identical
+    parameters, and only rank 0 writes checkpoints and the learning curve."""
+    tmp = str(tmp_path)
+    extra = {
+        "ckpt_dir": f"$os.path.join('{tmp}', 'models_rank' + os.environ['RANK'])",
+        "output_dir": f"$os.path.join('{tmp}', 'outputs_rank' + os.environ['RANK'])",
+        "finalize": [
+            f"$torch.save(@network_def.state_dict(), os.path.join('{tmp}', 'final_rank' + os.environ['RANK'] + '.pt'))",
+            "$dist.is_initialized() and dist.destroy_process_group()",
+        ],
+    }
+    extra_file = os.path.join(tmp, "extra.json")
+    with open(extra_file, "w") as f:
+        json.dump(extra, f)
+    files = f"['{CONFIGS}/train_classifier.json','{CONFIGS}/multi_gpu_train.json','{extra_file}']"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
+    cmd += ["-m", "monai.bundle", "run", "--config_file", files, "--meta_file", META, "--bundle_root", tmp]
+    cmd += ["--dataset_dir", small_tagged, "--input_size", "[32,32]", "--model_name", "resnet10"]
+    cmd += ["--batch_size", "2", "--num_epochs", "2"]
+    proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    w0 = torch.load(os.path.join(tmp, "final_rank0.pt"), weights_only=True)
+    w1 = torch.load(os.path.join(tmp, "final_rank1.pt"), weights_only=True)
+    assert w0.keys() == w1.keys()
+    # BatchNorm running statistics are only broadcast from rank 0 before each forward (DDP broadcast_buffers)
+    params = [k for k in w0 if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert len(params) > 20 and "classifier.weight" in params
+    for k in params:
+        torch.testing.assert_close(w0[k], w1[k], msg=f"ranks differ in {k}")
+    saved = torch.load(os.path.join(tmp, "models_rank0", "model.pt"), weights_only=True)
+    assert saved.keys() == w0.keys()  # DDP unwrapped: no "module." prefix
+    torch.testing.assert_close(saved["classifier.weight"], w0["classifier.weight"])
+    assert sorted(os.listdir(os.path.join(tmp, "models_rank0"))) == ["checkpoint_epoch=2.pt", "model.pt"]
+    ckpt = torch.load(os.path.join(tmp, "models_rank0", "checkpoint_epoch=2.pt"), weights_only=True)
+    assert ckpt["trainer"]["iteration"] == 2 * 3  # 12 tiles / 2 ranks / batch 2 = 3 iterations per epoch
+    assert os.path.isfile(os.path.join(tmp, "outputs_rank0", "classifier_learning_curve.csv"))
+    assert not os.path.exists(os.path.join(tmp, "models_rank1"))
+    assert not os.path.exists(os.path.join(tmp, "outputs_rank1"))
