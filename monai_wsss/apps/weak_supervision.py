@@ -104,8 +104,9 @@ class PseudoLabelWriter:
     The folder is assembled in a temporary sibling and renamed into place.
 
     When items carry a real ``label`` (pixel truth, never used to make the seeds), the seeds are scored:
-    ``seed_iou`` per class, ``seed_fg_iou`` (any class vs background), ``seed_miou`` (mean over background and
-    classes, the papers' seed mIoU) at ``bg_threshold``, and the foreground IoU over a range of thresholds
+    ``seed_iou`` per class (``None`` for a class found neither in the truth nor in the seeds), ``seed_fg_iou`` (any
+    class vs background), ``seed_miou`` (mean over background and the scored classes, the papers' seed mIoU) at
+    ``bg_threshold``, and the foreground IoU over a range of thresholds
     (``fg_iou_by_threshold``). Metrics go to ``output_dir/seed_metrics.json`` (also returned by :py:meth:`run`).
     A PNG panel (image | CAM | AdvCAM | PRM | pseudo-label | truth) of ``panel_samples`` positive images is written to
     ``panel_path``.
@@ -288,10 +289,13 @@ class PseudoLabelWriter:
                 "images_per_second": round(len(self.items) / max(seconds, 1e-9), 3),
             }
             if scored:
+                present = union > 0  # a class absent from both truth and seeds has no IoU: left out of the mean
                 iou = inter / np.maximum(union, 1)
-                metrics["seed_iou"] = {name: float(iou[c + 1]) for c, name in enumerate(self.classes)}
+                metrics["seed_iou"] = {
+                    name: float(iou[c + 1]) if present[c + 1] else None for c, name in enumerate(self.classes)
+                }
                 metrics["seed_background_iou"] = float(iou[0])
-                metrics["seed_miou"] = float(iou.mean())
+                metrics["seed_miou"] = float(iou[present].mean())
                 metrics["seed_fg_iou"] = float(inter[1:].sum() / max(union[1:].sum(), 1))
                 by_thr = thr_inter / np.maximum(thr_union, 1)
                 metrics["fg_iou_by_threshold"] = {str(t): float(v) for t, v in zip(IOU_THRESHOLDS, by_thr, strict=True)}

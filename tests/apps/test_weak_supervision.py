@@ -143,3 +143,22 @@ def test_writer_prm_instances_gives_binary_instance_seeds(tmp_path, tagged):
         if covered.any():  # the seed is a union of proposals: every covered pixel lies in a proposal inside it
             inside = props[(props & ~covered).flatten(1).sum(1) == 0]
             assert torch.equal(inside.any(0), covered)
+
+
+def test_a_declared_class_absent_everywhere_is_left_out_of_the_mean(tmp_path, tagged):
+    """A class in neither the truth nor the seeds has no IoU (None), instead of an IoU of 0 that lowers the mIoU."""
+    items = [dict(i, class_labels=np.asarray([*i["class_labels"], 0.0], dtype=np.float32)) for i in tagged["training"]]
+    net = CAMClassifier(2, nn.Conv2d(1, 4, 3, padding=1), 4, num_classes=2)
+    writer = PseudoLabelWriter(net, items, str(tmp_path / "pl"), ["nucleus", "ghost"], PRE, "cam")
+    load = LoadImage(image_only=True, ensure_channel_first=True)
+
+    def oracle(method, images, labels):
+        masks = torch.stack([torch.as_tensor(np.asarray(load(i["label"]))).float() for i in items])
+        return torch.cat([masks * labels[:, :1].view(-1, 1, 1, 1), torch.zeros_like(masks)], 1)
+
+    writer.maps = oracle
+    metrics = writer.run()
+    assert metrics["seed_iou"]["ghost"] is None
+    expected = (metrics["seed_background_iou"] + metrics["seed_iou"]["nucleus"]) / 2
+    assert metrics["seed_miou"] == pytest.approx(expected)
+    assert metrics["seed_miou"] > 0.9
