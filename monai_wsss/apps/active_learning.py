@@ -131,9 +131,14 @@ class ActiveLearningLoop:
        seed, identical for every strategy with the same ``seed``) and pick the budget in *one* pool case (the one
        holding the best-scoring region): ``regions_per_round`` supervoxels, or for ``"geometric_plane"`` one planar
        patch (:py:class:`monai_wsss.active.PlaneSearch`, branch-and-bound, disc of ``plane_radius`` voxels through
-       the centre of the most uncertain supervoxel; 2D data falls back to regions). Strategies: ``"random"``,
-       ``"entropy"`` (mean voxel entropy per region), ``"geometric"`` (feature + geometric uncertainty on the
-       supervoxel graph, :py:class:`monai_wsss.active.RegionGraph`), ``"geometric_plane"``.
+       the centre of the most uncertain supervoxel; 2D data falls back to regions). With ``voxels_per_round`` set,
+       the budget is a number of newly annotated voxels instead, the same for every strategy: supervoxels are added
+       in score order (random order for ``"random"`` and round 0), and planar patches one after another (each
+       through the next most uncertain supervoxel not yet covered), until the query holds at least
+       ``voxels_per_round`` unannotated voxels; the last region or patch may overshoot by less than its own size.
+       Strategies: ``"random"``, ``"entropy"`` (mean voxel entropy per region), ``"geometric"`` (feature +
+       geometric uncertainty on the supervoxel graph, :py:class:`monai_wsss.active.RegionGraph`),
+       ``"geometric_plane"``.
     2. **annotate**: ``"simulated"`` reveals the ground truth inside the query; ``"file"`` writes the query mask to
        ``<output_dir>/<strategy>/queries/round_RRR_<case>.nii.gz`` and reads a person's label file
        ``<label_dir>/round_RRR_<case>.nii.gz`` (or ``.npy``), checked by :py:class:`monai_wsss.active.FileAnnotator`;
@@ -158,7 +163,10 @@ class ActiveLearningLoop:
         strategy: one of ``STRATEGIES``.
         num_classes: number of classes (labels ``0..num_classes-1``).
         num_rounds: total number of rounds (including round 0, the random seed).
-        regions_per_round: supervoxels per query (all strategies but ``"geometric_plane"`` in 3D).
+        regions_per_round: supervoxels per query (all strategies but ``"geometric_plane"`` in 3D); ignored when
+            ``voxels_per_round`` is set.
+        voxels_per_round: matched annotation budget: newly annotated voxels per query, for every strategy (see
+            step 1); ``None`` (default) queries ``regions_per_round`` supervoxels or one planar patch.
         num_iterations: training steps per round.
         learning_rate: Adam learning rate.
         supervoxels: :py:class:`monai_wsss.active.Supervoxels` instance (its ``cache_dir`` caches the maps).
@@ -200,6 +208,7 @@ class ActiveLearningLoop:
         divisor: Sequence[int] | int = 4,
         device: str | torch.device = "cpu",
         seed: int = 0,
+        voxels_per_round: int | None = None,
     ) -> None:
         self.strategy = look_up_option(strategy, STRATEGIES)
         self.annotator = look_up_option(annotator, ANNOTATORS)
@@ -212,12 +221,15 @@ class ActiveLearningLoop:
                 f"need num_rounds >= 1, regions_per_round >= 1, num_iterations >= 0; got {num_rounds}, "
                 f"{regions_per_round}, {num_iterations}."
             )
+        if voxels_per_round is not None and voxels_per_round < 1:
+            raise ValueError(f"`voxels_per_round` must be None or >= 1, got {voxels_per_round}.")
         self.device = torch.device(device)
         self.network = network.to(self.device)
         self.initial_state = copy.deepcopy(self.network.state_dict())
         self.output_dir = output_dir
         self.num_classes, self.num_rounds = int(num_classes), int(num_rounds)
         self.regions_per_round, self.num_iterations = int(regions_per_round), int(num_iterations)
+        self.voxels_per_round = None if voxels_per_round is None else int(voxels_per_round)
         self.learning_rate = float(learning_rate)
         self.supervoxels = supervoxels if supervoxels is not None else Supervoxels(n_segments=200)
         self.geometric_weight, self.walk_steps = float(geometric_weight), int(walk_steps)
@@ -345,6 +357,47 @@ class ActiveLearningLoop:
         g = self.graph(case)
         return g.combined_uncertainty(g.region_probs(probs.numpy()), self.geometric_weight)
 
+    def _fill_budget(self, case: dict, annotated: np.ndarray, order: Sequence[int]) -> list[int]:
+        """The first regions of ``order`` whose unannotated voxels add up to at least ``voxels_per_round``."""
+        regions = self.regions(case)
+        new = np.bincount(regions[~annotated].ravel(), minlength=int(regions.max()) + 1)
+        pick, total = [], 0
+        for p in order:
+            if total >= self.voxels_per_round:
+                break
+            pick.append(int(p))
+            total += int(new[p])
+        return pick
+
+    def _plane_query(self, case: dict, annotated: np.ndarray, scores: np.ndarray) -> dict:
+        """Planar patches through the most uncertain supervoxels: one, or (``voxels_per_round``) until the budget."""
+        regions = self.regions(case)
+        vox_scores = np.clip(np.where(np.isfinite(scores), scores, 0.0), 0, None)[regions]
+        taken, mask = annotated.copy(), np.zeros(annotated.shape, dtype=bool)
+        s, planes = scores.copy(), []
+        while np.isfinite(s).any():
+            top = int(np.argmax(s))
+            search = PlaneSearch(
+                thickness=self.plane_thickness,
+                radius=self.plane_radius,
+                center=np.argwhere(regions == top).mean(0),
+                n_theta=self.plane_angles[0],
+                n_phi=self.plane_angles[1],
+            )
+            result = search(np.where(taken, 0.0, vox_scores))
+            if self.voxels_per_round is None:
+                return {"mask": result.mask(annotated.shape) & ~annotated, "plane": result.to_dict()}
+            patch = result.mask(annotated.shape) & ~taken
+            s[top] = -np.inf  # never centre two patches on the same supervoxel
+            if patch.any():
+                mask |= patch
+                taken |= patch
+                planes.append(result.to_dict())
+                s = np.where(self._available(case, taken), s, -np.inf)
+            if int(mask.sum()) >= self.voxels_per_round:
+                break
+        return {"mask": mask, "plane": planes[0] if planes else None, "planes": planes}
+
     def query(self, round_index: int, states: list[AnnotationState], rng: np.random.Generator) -> tuple[int, dict]:
         """Pick the case and the query mask of this round; returns ``(case index, record fields with 'mask')``."""
         avail = [self._available(c, s.annotated) for c, s in zip(self.pool, states, strict=True)]
@@ -353,7 +406,10 @@ class ActiveLearningLoop:
         if round_index == 0 or self.strategy == "random":
             ci = int(rng.choice([i for i, a in enumerate(avail) if a.any()]))
             ids = np.flatnonzero(avail[ci])
-            pick = rng.choice(ids, size=min(self.regions_per_round, len(ids)), replace=False)
+            if self.voxels_per_round is None:
+                pick = rng.choice(ids, size=min(self.regions_per_round, len(ids)), replace=False)
+            else:
+                pick = self._fill_budget(self.pool[ci], states[ci].annotated, rng.permutation(ids))
             return ci, {"mask": np.isin(self.regions(self.pool[ci]), pick), "region_ids": sorted(int(p) for p in pick)}
         scores = []
         for c, a in zip(self.pool, avail, strict=True):
@@ -362,21 +418,12 @@ class ActiveLearningLoop:
         ci = int(np.argmax([s.max() for s in scores]))
         case, s = self.pool[ci], scores[ci]
         if self.strategy == "geometric_plane" and self.spatial_dims == 3:
-            regions = self.regions(case)
-            top = int(np.argmax(s))
-            center = np.argwhere(regions == top).mean(0)
-            vox = np.where(states[ci].annotated, 0.0, np.clip(np.where(np.isfinite(s), s, 0.0), 0, None)[regions])
-            search = PlaneSearch(
-                thickness=self.plane_thickness,
-                radius=self.plane_radius,
-                center=center,
-                n_theta=self.plane_angles[0],
-                n_phi=self.plane_angles[1],
-            )
-            result = search(vox)
-            return ci, {"mask": result.mask(vox.shape) & ~states[ci].annotated, "plane": result.to_dict()}
-        order = np.argsort(-s, kind="stable")
-        pick = [int(p) for p in order[: self.regions_per_round] if np.isfinite(s[p])]
+            return ci, self._plane_query(case, states[ci].annotated, s)
+        order = [int(p) for p in np.argsort(-s, kind="stable") if np.isfinite(s[p])]
+        if self.voxels_per_round is None:
+            pick = order[: self.regions_per_round]
+        else:
+            pick = self._fill_budget(case, states[ci].annotated, order)
         return ci, {"mask": np.isin(self.regions(case), pick), "region_ids": sorted(pick)}
 
     def annotate(self, round_index: int, case: dict, mask: np.ndarray) -> np.ndarray | None:

@@ -85,3 +85,31 @@ def test_invalid_arguments(tmp_path, tiny_tissue_dataset):
         _loop(str(tmp_path), lists["labeled"], [], strategy="random")
     with pytest.raises(ValueError, match="no `label`"):
         _loop(str(tmp_path), lists["unlabeled"], lists["test"], strategy="random")
+
+
+@pytest.mark.parametrize("strategy", ["random", "entropy", "geometric", "geometric_plane"])
+def test_voxels_per_round_matches_the_budget(tmp_path, tiny_tissue_dataset, strategy):
+    lists = _lists(tiny_tissue_dataset)
+    budget = 60
+    loop = _loop(str(tmp_path), lists["labeled"], lists["test"], strategy=strategy, voxels_per_round=budget)
+    rows = loop.run(3)
+    counts = [0] + [int(r["annotated_voxels"]) for r in rows]
+    largest = max(int(np.bincount(loop.regions(c).ravel()).max()) for c in loop.pool)
+    plane_size = (2 * loop.plane_radius + 1) ** 2  # a disc of radius r and thickness 1 holds fewer voxels
+    for r, (before, after) in enumerate(zip(counts[:-1], counts[1:], strict=True)):
+        # round 0 is a random region query for every strategy
+        step = plane_size if strategy == "geometric_plane" and r > 0 else largest
+        assert budget <= after - before < budget + step, (strategy, counts, step)
+    queries = [
+        q
+        for c in loop.pool
+        for q in json.load(open(os.path.join(str(tmp_path), strategy, "state", c["name"], "queries.json")))
+    ]
+    if strategy == "geometric_plane":
+        assert all(len(q["planes"]) >= 1 for q in queries if q["round"] > 0)
+
+
+def test_voxels_per_round_invalid(tmp_path, tiny_tissue_dataset):
+    lists = _lists(tiny_tissue_dataset)
+    with pytest.raises(ValueError, match="voxels_per_round"):
+        _loop(str(tmp_path), lists["labeled"], lists["test"], voxels_per_round=0)
