@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 
@@ -13,16 +12,12 @@ import numpy as np
 from monai.config import NdarrayOrTensor
 from monai.utils import convert_to_numpy
 
+from ..utils import atomic_path
+
 __all__ = ["AnnotationState", "SimulatedAnnotator", "FileAnnotator", "atomic_write_json", "atomic_save_nifti"]
 
 LABELS_FILE = "labels.nii.gz"
 QUERIES_FILE = "queries.json"
-
-
-def _tmp_in(folder: str, suffix: str) -> str:
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=suffix)
-    os.close(fd)
-    return tmp
 
 
 def _strip_channel(arr: NdarrayOrTensor, ndim: int) -> np.ndarray:
@@ -33,29 +28,16 @@ def _strip_channel(arr: NdarrayOrTensor, ndim: int) -> np.ndarray:
 
 def atomic_write_json(path: str, obj) -> None:
     """Write ``obj`` as JSON to a temporary file in the same folder, flush to disk, then ``os.replace`` it."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = _tmp_in(folder, ".json")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_save_nifti(path: str, arr: np.ndarray, affine: np.ndarray | None = None) -> None:
     """Save ``arr`` as NIfTI (nibabel) to a temporary ``.nii.gz`` in the same folder, then ``os.replace`` it."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = _tmp_in(folder, ".nii.gz")
-    try:
+    with atomic_path(path, ".nii.gz") as tmp:
         nib.save(nib.Nifti1Image(arr, np.eye(4) if affine is None else np.asarray(affine)), tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 class AnnotationState:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -13,6 +12,8 @@ import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_numpy, convert_to_tensor, optional_import
+
+from ..utils import atomic_path
 
 slic, _has_slic = optional_import("skimage.segmentation", name="slic")
 
@@ -23,20 +24,6 @@ def relabel_consecutive(regions: np.ndarray) -> np.ndarray:
     """Map the distinct values of an integer region map to ``0..R-1`` (in increasing order of the old ids)."""
     _, inverse = np.unique(regions, return_inverse=True)
     return inverse.reshape(regions.shape).astype(np.int64)
-
-
-def _atomic_save_npy(path: str, arr: np.ndarray) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".npy")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 class Supervoxels(Transform):
@@ -146,7 +133,8 @@ class Supervoxels(Transform):
                 return convert_to_tensor(regions, track_meta=False) if isinstance(img, torch.Tensor) else regions
         regions = self._compute(arr)
         if path is not None:
-            _atomic_save_npy(path, regions)
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                np.save(f, regions)
         return convert_to_tensor(regions, track_meta=False) if isinstance(img, torch.Tensor) else regions
 
 

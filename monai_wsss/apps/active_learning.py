@@ -7,7 +7,6 @@ import copy
 import csv
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 
@@ -30,6 +29,7 @@ from monai_wsss.active import (
     entropy,
     region_mean,
 )
+from monai_wsss.utils import atomic_path
 
 __all__ = ["ActiveLearningLoop", "STRATEGIES", "ANNOTATORS", "CURVE_FIELDS", "plot_learning_curves"]
 
@@ -51,30 +51,17 @@ MODEL_FILE = "model.pt"
 
 
 def _atomic_torch_save(obj, path: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp_", suffix=".pt")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _atomic_write_csv(path: str, rows: list[dict], fields: Sequence[str]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp_", suffix=".csv")
-    os.close(fd)
-    try:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(fields))
-            writer.writeheader()
-            writer.writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(fields))
+        writer.writeheader()
+        writer.writerows(rows)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _read_csv(path: str) -> list[dict]:
@@ -105,16 +92,11 @@ def plot_learning_curves(csv_paths: dict[str, str], path: str, title: str = "") 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(title)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp_", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, bbox_inches="tight")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 class ActiveLearningLoop:

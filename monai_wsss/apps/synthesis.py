@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from ..data.validation import validate_datalist
 from ..handlers.figures import save_image_grid
+from ..utils import replace_directory
 
 __all__ = ["GeneratedMasks", "PairSynthesizer", "write_image"]
 
@@ -178,7 +179,7 @@ class PairSynthesizer:
             }
             with open(os.path.join(tmp, "dataset.json"), "w") as f:
                 json.dump(meta, f, indent=2)
-            self._replace(tmp)
+            replace_directory(tmp, self.output_dir)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if self.grid_path and grid:
@@ -219,16 +220,6 @@ class PairSynthesizer:
                         grid.append((label, image))
                 bar.update(len(idx))
         return items, grid
-
-    def _replace(self, tmp: str) -> None:
-        old = None
-        if os.path.exists(self.output_dir):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(self.output_dir)}-old-", dir=os.path.dirname(tmp))
-            os.rmdir(old)
-            os.rename(self.output_dir, old)
-        os.rename(tmp, self.output_dir)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 class GeneratedMasks:

@@ -27,6 +27,7 @@ from ..attribution import (
 )
 from ..data.validation import validate_datalist
 from ..handlers.figures import save_image_grid
+from ..utils import replace_directory
 from .synthesis import write_image
 
 __all__ = ["SEED_METHODS", "PseudoLabelWriter", "class_activation_maps", "peak_response_seeds", "resize_maps"]
@@ -303,7 +304,7 @@ class PseudoLabelWriter:
                 metrics["best_threshold"] = {"threshold": IOU_THRESHOLDS[best], "fg_iou": float(by_thr[best])}
             with open(os.path.join(tmp, "seed_metrics.json"), "w") as f:
                 json.dump(metrics, f, indent=2)
-            self._replace(tmp)
+            replace_directory(tmp, self.output_dir)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         summary = {m: metrics.get(m) for m in ("seed_miou", "seed_fg_iou", "seconds")}
@@ -337,16 +338,6 @@ class PseudoLabelWriter:
         ranges.update({n: (0.0, float(len(self.classes))) for n in columns if n.startswith("pseudo") or n == "truth"})
         os.makedirs(os.path.dirname(os.path.abspath(self.panel_path)), exist_ok=True)  # type: ignore[arg-type]
         save_image_grid(self.panel_path, columns, value_ranges=ranges, title=f"seeds on {len(items)} tagged images")  # type: ignore[arg-type]
-
-    def _replace(self, tmp: str) -> None:
-        old = None
-        if os.path.exists(self.output_dir):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(self.output_dir)}-old-", dir=os.path.dirname(tmp))
-            os.rmdir(old)
-            os.rename(self.output_dir, old)
-        os.rename(tmp, self.output_dir)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def _jsonable(item: dict) -> dict:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
+
+from ..utils import atomic_path
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
@@ -17,15 +18,8 @@ __all__ = ["LearningCurveWriter", "OverlayPNGSaver", "SynthesisGridSaver", "save
 
 
 def _atomic_savefig(fig, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(os.path.abspath(path)))
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _np(x) -> np.ndarray:
@@ -273,12 +267,10 @@ class LearningCurveWriter:
         os.makedirs(self.output_dir, exist_ok=True)
         fields = list(dict.fromkeys(k for r in self.rows for k in r))
         csv_path = os.path.join(self.output_dir, f"{self.name}.csv")
-        fd, tmp = tempfile.mkstemp(suffix=".csv", dir=self.output_dir)
-        with os.fdopen(fd, "w", newline="") as f:
+        with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(tmp, csv_path)
         fig, ax = plt.subplots(figsize=(6, 3.5))
         it = np.array([r["iteration"] for r in self.rows])
         for k in fields[1:]:
