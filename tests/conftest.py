@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -30,6 +32,36 @@ def _downsample(arr: np.ndarray, factor: int, mode: str) -> np.ndarray:
     if mode == "mean":
         return blocks.mean(axis=(1, 3, 5)).astype(np.float32)
     return (blocks.mean(axis=(1, 3, 5)) >= 0.5).astype(np.uint8)
+
+
+def run_two_cpu_ranks(
+    tmp: str, config_files: list[str], meta_file: str, bundle_root: str, args: list[str], network: str = "network_def"
+) -> tuple[dict, dict]:
+    """
+    Run a bundle's multi-GPU config with ``torchrun`` on 2 CPU processes (gloo, one thread each). Each rank writes its
+    checkpoints to ``tmp/models_rank<R>``, its outputs to ``tmp/outputs_rank<R>`` (so a test can check that only rank
+    0 wrote) and the final weights of ``@<network>`` to ``tmp/final_rank<R>.pt``. Fails on a non-zero exit with the
+    end of stderr; returns the two final state dicts.
+    """
+    extra = {
+        "ckpt_dir": f"$os.path.join('{tmp}', 'models_rank' + os.environ['RANK'])",
+        "output_dir": f"$os.path.join('{tmp}', 'outputs_rank' + os.environ['RANK'])",
+        "finalize": [
+            f"$torch.save(@{network}.state_dict(), os.path.join('{tmp}', 'final_rank' + os.environ['RANK'] + '.pt'))",
+            "$dist.is_initialized() and dist.destroy_process_group()",
+        ],
+    }
+    extra_file = os.path.join(tmp, "extra.json")
+    with open(extra_file, "w") as f:
+        json.dump(extra, f)
+    files = "[" + ",".join(f"'{c}'" for c in [*config_files, extra_file]) + "]"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
+    cmd += ["-m", "monai.bundle", "run", "--config_file", files, "--meta_file", meta_file, "--bundle_root", bundle_root]
+    proc = subprocess.run(
+        cmd + args, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tuple(torch.load(os.path.join(tmp, f"final_rank{r}.pt"), weights_only=True) for r in (0, 1))  # type: ignore[return-value]
 
 
 @pytest.fixture(scope="session", autouse=True)

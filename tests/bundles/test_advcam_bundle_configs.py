@@ -5,14 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, run_two_cpu_ranks
 from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.networks.nets import UNet
 from monai.transforms import LoadImage
@@ -154,26 +152,10 @@ def test_multi_gpu_classifier_two_cpu_processes(tmp_path, small_tagged):
     """torchrun, 2 CPU processes (gloo): each rank trains on its half of the tiles, the ranks end with identical
     parameters, and only rank 0 writes checkpoints and the learning curve."""
     tmp = str(tmp_path)
-    extra = {
-        "ckpt_dir": f"$os.path.join('{tmp}', 'models_rank' + os.environ['RANK'])",
-        "output_dir": f"$os.path.join('{tmp}', 'outputs_rank' + os.environ['RANK'])",
-        "finalize": [
-            f"$torch.save(@network_def.state_dict(), os.path.join('{tmp}', 'final_rank' + os.environ['RANK'] + '.pt'))",
-            "$dist.is_initialized() and dist.destroy_process_group()",
-        ],
-    }
-    extra_file = os.path.join(tmp, "extra.json")
-    with open(extra_file, "w") as f:
-        json.dump(extra, f)
-    files = f"['{CONFIGS}/train_classifier.json','{CONFIGS}/multi_gpu_train.json','{extra_file}']"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
-    cmd += ["-m", "monai.bundle", "run", "--config_file", files, "--meta_file", META, "--bundle_root", tmp]
-    cmd += ["--dataset_dir", small_tagged, "--input_size", "[32,32]", "--model_name", "resnet10"]
-    cmd += ["--batch_size", "2", "--num_epochs", "2"]
-    proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    w0 = torch.load(os.path.join(tmp, "final_rank0.pt"), weights_only=True)
-    w1 = torch.load(os.path.join(tmp, "final_rank1.pt"), weights_only=True)
+    args = ["--dataset_dir", small_tagged, "--input_size", "[32,32]", "--model_name", "resnet10"]
+    args += ["--batch_size", "2", "--num_epochs", "2"]
+    configs = [f"{CONFIGS}/train_classifier.json", f"{CONFIGS}/multi_gpu_train.json"]
+    w0, w1 = run_two_cpu_ranks(tmp, configs, META, tmp, args)
     assert w0.keys() == w1.keys()
     # BatchNorm running statistics are only broadcast from rank 0 before each forward (DDP broadcast_buffers)
     params = [k for k in w0 if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]

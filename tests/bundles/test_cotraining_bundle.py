@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, run_two_cpu_ranks
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
@@ -202,28 +202,11 @@ def test_paper_override_holds_the_reference_schedule():
 def test_torchrun_two_cpu_processes(tmp_path, tiny_tissue_dataset):
     """multi_gpu_train.json with 2 CPU processes (gloo): identical parameters on both ranks, only rank 0 writes."""
     tmp = str(tmp_path)
-    extra = {
-        "ckpt_dir": f"$os.path.join('{tmp}', 'models_rank' + os.environ['RANK'])",
-        "output_dir": f"$os.path.join('{tmp}', 'outputs_rank' + os.environ['RANK'])",
-        "finalize": [
-            f"$torch.save(@network_def.state_dict(), os.path.join('{tmp}', 'final_rank' + os.environ['RANK'] + '.pt'))",
-            "$dist.is_initialized() and dist.destroy_process_group()",
-        ],
-    }
-    extra_file = os.path.join(tmp, "extra.json")
-    with open(extra_file, "w") as f:
-        json.dump(extra, f)
-    files = f"['{CONFIGS}/train.json','{CONFIGS}/multi_gpu_train.json','{extra_file}']"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
-    cmd += ["-m", "monai.bundle", "run", "--config_file", files, "--meta_file", META, "--bundle_root", BUNDLE]
-    cmd += ["--dataset_dir", tiny_tissue_dataset, "--roi_size", "[32,32]", "--backbone#channels", "[8,16,32]"]
-    cmd += ["--backbone#strides", "[2,2]", "--num_epochs", "2", "--epoch_length", "2", "--batch_labeled", "1"]
-    cmd += ["--batch_unlabeled", "1"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    w0 = torch.load(os.path.join(tmp, "final_rank0.pt"), weights_only=True)
-    w1 = torch.load(os.path.join(tmp, "final_rank1.pt"), weights_only=True)
+    args = ["--dataset_dir", tiny_tissue_dataset, "--roi_size", "[32,32]", "--backbone#channels", "[8,16,32]"]
+    args += ["--backbone#strides", "[2,2]", "--num_epochs", "2", "--epoch_length", "2", "--batch_labeled", "1"]
+    args += ["--batch_unlabeled", "1"]
+    configs = [f"{CONFIGS}/train.json", f"{CONFIGS}/multi_gpu_train.json"]
+    w0, w1 = run_two_cpu_ranks(tmp, configs, META, BUNDLE, args)
     start = torch.load(os.path.join(tmp, "models_rank0", "model.pt"), weights_only=True)
     params = [k for k in w0 if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     assert len(params) > 20 and any(k.startswith("members.1.") for k in params)

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, run_two_cpu_ranks
 from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.transforms import LoadImage
 
@@ -222,27 +222,10 @@ def test_paper_override_holds_the_pix2pix_schedule():
 def test_torchrun_two_cpu_processes(tmp_path, nuclei_dataset):
     """multi_gpu_train.json with 2 CPU processes (gloo): the same generator on both ranks, only rank 0 writes."""
     tmp = str(tmp_path)
-    extra = {
-        "ckpt_dir": f"$os.path.join('{tmp}', 'models_rank' + os.environ['RANK'])",
-        "output_dir": f"$os.path.join('{tmp}', 'outputs_rank' + os.environ['RANK'])",
-        "finalize": [
-            f"$torch.save(@generator_def.state_dict(), os.path.join('{tmp}', 'final' + os.environ['RANK'] + '.pt'))",
-            "$dist.is_initialized() and dist.destroy_process_group()",
-        ],
-    }
-    extra_file = os.path.join(tmp, "extra.json")
-    with open(extra_file, "w") as f:
-        json.dump(extra, f)
-    files = f"['{CONFIGS}/train.json','{CONFIGS}/multi_gpu_train.json','{extra_file}']"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
-    cmd += ["-m", "monai.bundle", "run", "--config_file", files, "--meta_file", META, "--bundle_root", BUNDLE]
-    cmd += ["--dataset_dir", nuclei_dataset, "--image_size", "[32,32]", "--generator_channels", "[8,16,32]"]
-    cmd += ["--discriminator_channels", "8", "--num_epochs", "2", "--epoch_length", "2", "--batch_size", "2"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    w0 = torch.load(os.path.join(tmp, "final0.pt"), weights_only=True)
-    w1 = torch.load(os.path.join(tmp, "final1.pt"), weights_only=True)
+    args = ["--dataset_dir", nuclei_dataset, "--image_size", "[32,32]", "--generator_channels", "[8,16,32]"]
+    args += ["--discriminator_channels", "8", "--num_epochs", "2", "--epoch_length", "2", "--batch_size", "2"]
+    configs = [f"{CONFIGS}/train.json", f"{CONFIGS}/multi_gpu_train.json"]
+    w0, w1 = run_two_cpu_ranks(tmp, configs, META, BUNDLE, args, network="generator_def")
     saved = torch.load(os.path.join(tmp, "models_rank0", "model.pt"), weights_only=True)
     start = MaskToImageGenerator(2, 2, 1, channels=(8, 16, 32), strides=(2, 2)).state_dict()
     assert len(w0) == len(start) == 10
