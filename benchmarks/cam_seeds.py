@@ -85,10 +85,10 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
+from _common import atomic_write_json, read_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE = os.path.join(REPO, "bundles", "advcam_weakly_supervised_seg")
@@ -148,21 +148,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.work_dir = args.work_dir or f"/tmp/cam_seeds_bench{tail}"
     args.out = args.out or os.path.join(REPO, "benchmarks", "results", f"cam_seeds{tail}.json")
     return args
-
-
-def atomic_write_json(obj: dict, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
-def read_json(path: str) -> dict | None:
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 # ---------------------------------------------------------------- data

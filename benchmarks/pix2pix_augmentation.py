@@ -64,10 +64,10 @@ import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
+from _common import atomic_write_json, read_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE = os.path.join(REPO, "bundles", "pix2pix_microscopy_synthesis")
@@ -145,21 +145,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if b != "all" and not (b.isdigit() and int(b) > 0):
             p.error(f"--budgets takes positive integers or 'all', got {b!r}")
     return args
-
-
-def atomic_write_json(obj: dict, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
-def read_json(path: str) -> dict | None:
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 def _floats(value) -> list[float]:
