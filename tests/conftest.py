@@ -168,3 +168,22 @@ def coded_rgb_dataset(tmp_path_factory, nuclei_dataset) -> str:
     with open(os.path.join(root, "dataset.json"), "w") as f:
         json.dump({"labels": {"0": "background", "1": "rim", "2": "core"}, **lists}, f)
     return root
+
+
+@pytest.fixture(scope="session")
+def small_tagged(tmp_path_factory) -> str:
+    """8 positive + 4 negative real training tiles and 4 real test tiles of the default tagged set (absolute paths)."""
+    from monai_wsss.data import build_tagged_nuclei_dataset
+
+    full = build_tagged_nuclei_dataset(str(tmp_path_factory.mktemp("tagged_full")))
+    with open(os.path.join(full, "dataset.json")) as f:
+        meta = json.load(f)
+    absolute = [{**i, "image": f"{full}/{i['image']}", "label": f"{full}/{i['label']}"} for i in meta["training"]]
+    pos = [i for i in absolute if i["class_labels"] == [1]][:8]
+    neg = [i for i in absolute if i["class_labels"] == [0]][:4]
+    test = [{**i, "image": f"{full}/{i['image']}", "label": f"{full}/{i['label']}"} for i in meta["test"][:4]]
+    root = str(tmp_path_factory.mktemp("tagged_small"))
+    small = {k: meta[k] for k in ("labels", "classes")}
+    with open(os.path.join(root, "dataset.json"), "w") as f:
+        json.dump({**small, "training": pos + neg, "test": test}, f)
+    return root

@@ -15,7 +15,7 @@ from conftest import REPO
 from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.transforms import LoadImage
 
-from monai_wsss.data import build_tagged_nuclei_dataset, load_semisupervised_datalist
+from monai_wsss.data import load_semisupervised_datalist
 
 BUNDLE = os.path.join(REPO, "bundles", "advcam_weakly_supervised_seg")
 CONFIGS = os.path.join(BUNDLE, "configs")
@@ -37,22 +37,6 @@ SMALL = {
 }
 
 pytestmark = pytest.mark.filterwarnings("ignore:NvImgCodecPydicomReader")
-
-
-@pytest.fixture(scope="module")
-def small_tagged(tmp_path_factory) -> str:
-    """8 positive + 4 negative real training tiles and 4 real test tiles of the default tagged set (absolute paths)."""
-    full = build_tagged_nuclei_dataset(str(tmp_path_factory.mktemp("tagged_full")))
-    meta = json.load(open(os.path.join(full, "dataset.json")))
-    absolute = [{**i, "image": f"{full}/{i['image']}", "label": f"{full}/{i['label']}"} for i in meta["training"]]
-    pos = [i for i in absolute if i["class_labels"] == [1]][:8]
-    neg = [i for i in absolute if i["class_labels"] == [0]][:4]
-    test = [{**i, "image": f"{full}/{i['image']}", "label": f"{full}/{i['label']}"} for i in meta["test"][:4]]
-    root = str(tmp_path_factory.mktemp("tagged_small"))
-    small = {k: meta[k] for k in ("labels", "classes")}
-    with open(os.path.join(root, "dataset.json"), "w") as f:
-        json.dump({**small, "training": pos + neg, "test": test}, f)
-    return root
 
 
 def _run(configs: list[str], tmp: str, **kw) -> ConfigWorkflow:

@@ -16,8 +16,6 @@ from monai.networks.nets import UNet
 from monai.transforms import LoadImage
 from PIL import Image
 
-from monai_wsss.data import build_tagged_nuclei_dataset
-
 BUNDLE = os.path.join(REPO, "bundles", "advcam_weakly_supervised_seg")
 CONFIGS = os.path.join(BUNDLE, "configs")
 META = os.path.join(CONFIGS, "metadata.json")
@@ -25,21 +23,6 @@ TINY_UNET = {"channels": [4, 8, 16], "strides": [2, 2]}
 SEGMENT = {"seg_batch_size": 4, "seg_num_epochs": 1, "seg_epoch_length": 2}
 
 pytestmark = pytest.mark.filterwarnings("ignore:NvImgCodecPydicomReader")
-
-
-@pytest.fixture(scope="module")
-def small_tagged(tmp_path_factory) -> str:
-    """8 positive + 4 negative real training tiles and 4 real test tiles of the default tagged set (absolute paths)."""
-    full = build_tagged_nuclei_dataset(str(tmp_path_factory.mktemp("tagged_full")))
-    meta = json.load(open(os.path.join(full, "dataset.json")))
-    absolute = [{**i, "image": f"{full}/{i['image']}", "label": f"{full}/{i['label']}"} for i in meta["training"]]
-    pos = [i for i in absolute if i["class_labels"] == [1]][:8]
-    neg = [i for i in absolute if i["class_labels"] == [0]][:4]
-    test = [{**i, "image": f"{full}/{i['image']}", "label": f"{full}/{i['label']}"} for i in meta["test"][:4]]
-    root = str(tmp_path_factory.mktemp("tagged_small"))
-    with open(os.path.join(root, "dataset.json"), "w") as f:
-        json.dump({"labels": meta["labels"], "classes": meta["classes"], "training": pos + neg, "test": test}, f)
-    return root
 
 
 def _workflow(configs: list[str], workflow_type: str, tmp: str, **over) -> ConfigWorkflow:
