@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from monai.data import load_decathlon_datalist, partition_dataset
 
-from monai_wsss.data.validation import DatasetError, validate_datalist
+from monai_wsss.data.validation import DatasetError, read_datalist, validate_datalist
 
 __all__ = [
     "list_images",
@@ -161,14 +161,7 @@ def load_semisupervised_datalist(
     """
     if not os.path.isdir(dataset_dir):
         raise DatasetError(f"{dataset_dir}: dataset folder does not exist.")
-    path = datalist if os.path.isabs(datalist) else os.path.join(dataset_dir, datalist)
-    if not os.path.isfile(path):
-        raise DatasetError(f"{path}: datalist file not found (expected a decathlon-style dataset.json).")
-    try:
-        with open(path) as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"{path}: not a readable JSON datalist ({e}).") from e
+    path, meta = read_datalist(dataset_dir, datalist)
     if labeled_key not in meta:
         raise DatasetError(f"{path}: has no '{labeled_key}' list (found keys: {sorted(meta)}).")
     if not 0.0 <= val_fraction < 1.0:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 from monai.data import load_decathlon_datalist
 from monai.transforms import LoadImage
 
-from .validation import DatasetError
+from .validation import DatasetError, read_datalist
 
 __all__ = ["describe_dataset"]
 
@@ -27,14 +26,7 @@ def describe_dataset(dataset_dir: str, datalist: str = "dataset.json", key: str 
         DatasetError: no datalist, no ``labels`` field, or an empty or unreadable ``key`` list; the message names
             the file.
     """
-    path = datalist if os.path.isabs(datalist) else os.path.join(dataset_dir, datalist)
-    if not os.path.isfile(path):
-        raise DatasetError(f"{path}: datalist file not found (expected a decathlon-style dataset.json).")
-    try:
-        with open(path) as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"{path}: not a readable JSON datalist ({e}).") from e
+    path, meta = read_datalist(dataset_dir, datalist)
     labels = meta.get("labels")
     if not isinstance(labels, dict) or not labels:
         raise DatasetError(f"{path}: has no 'labels' field (e.g. {{\"0\": \"background\", \"1\": \"nucleus\"}}).")

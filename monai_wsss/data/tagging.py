@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .microscopy import _read_stardist_sample, _write_tiles
-from .validation import DatasetError
+from .validation import DatasetError, read_datalist
 
 __all__ = ["TAGGED_NUCLEI_DATASET", "build_tagged_nuclei_dataset", "load_tagged_datalist", "parse_class_labels"]
 
@@ -151,14 +151,7 @@ def load_tagged_datalist(
         DatasetError: missing or unreadable datalist, no classes, an item without ``class_labels``, a malformed tag
             or a class name outside the declared ``classes``; the message names the file and the item.
     """
-    path = datalist if os.path.isabs(datalist) else os.path.join(dataset_dir, datalist)
-    if not os.path.isfile(path):
-        raise DatasetError(f"{path}: datalist file not found (expected a decathlon-style dataset.json).")
-    try:
-        with open(path) as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"{path}: not a readable JSON datalist ({e}).") from e
+    path, meta = read_datalist(dataset_dir, datalist)
     classes = _classes(meta, path)
     base = os.path.dirname(os.path.abspath(path))
     out: dict = {"classes": classes}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 
@@ -9,11 +10,29 @@ import numpy as np
 import torch
 from monai.transforms import LoadImage
 
-__all__ = ["DatasetError", "validate_case", "validate_datalist"]
+__all__ = ["DatasetError", "read_datalist", "validate_case", "validate_datalist"]
 
 
 class DatasetError(ValueError):
     """A dataset problem; the message names each file and what is wrong with it."""
+
+
+def read_datalist(dataset_dir: str, datalist: str = "dataset.json") -> tuple[str, dict]:
+    """
+    ``(path, content)`` of a decathlon-style datalist: ``datalist`` is absolute or relative to ``dataset_dir``.
+
+    Raises:
+        DatasetError: the file is missing or is not readable JSON; the message names the file.
+    """
+    path = datalist if os.path.isabs(datalist) else os.path.join(dataset_dir, datalist)
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path}: datalist file not found (expected a decathlon-style dataset.json).")
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{path}: not a readable JSON datalist ({e}).") from e
+    return path, meta
 
 
 def _load(path: str, loader: LoadImage) -> tuple[torch.Tensor | None, str | None]:
