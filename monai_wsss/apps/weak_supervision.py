@@ -76,17 +76,12 @@ def peak_response_seeds(
     """
     spatial = tuple(images.shape[2:])
     out = images.new_zeros((images.shape[0], labels.shape[1], *spatial))
-    results = prm(images, labels)
-    crm = None
-    if retrieval is not None:
-        with torch.no_grad():
-            crm = prm.response_maps(images)
-    for b, res in enumerate(results):
+    for b, res in enumerate(prm(images, labels)):
         if len(res["peaks"]) == 0:
             continue
         maps = resize_maps(res["maps"][:, None].to(out.dtype), spatial)[:, 0]
         if retrieval is not None:
-            inst = retrieval(images[b], {**res, "maps": maps}, crm[b])  # type: ignore[index]
+            inst = retrieval(images[b], {**res, "maps": maps}, res["class_maps"])
             out[b] = instances_to_maps(inst, labels.shape[1], spatial).to(out)
         else:
             out[b].index_add_(0, res["peaks"][:, 0], maps)

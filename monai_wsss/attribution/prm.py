@@ -162,7 +162,8 @@ class PeakResponseMapping:
         Returns:
             one dict per image: ``"peaks"`` ``(P, 1 + D)`` long (class, coordinates on the up-sampled grid),
             ``"values"`` ``(P,)`` peak values, ``"maps"`` ``(P, *s)`` response maps (input or ``target_layer``
-            resolution). An image without peaks gets empty tensors.
+            resolution), ``"class_maps"`` ``(C, *s')`` the image's class response maps on the peak grid (for
+            instance retrieval's background). An image without peaks gets empty ``peaks`` / ``values`` / ``maps``.
         """
         train = self.model.training
         self.model.eval()
@@ -174,7 +175,10 @@ class PeakResponseMapping:
                 )
             keep = (labels > 0) if labels is not None else (scores > 0)
             peaks = peaks[keep[peaks[:, 0], peaks[:, 1]]]
-            return [self._backprop_image(x[b], crm[b], peaks[peaks[:, 0] == b, 1:]) for b in range(x.shape[0])]
+            return [
+                {**self._backprop_image(x[b], crm[b], peaks[peaks[:, 0] == b, 1:]), "class_maps": crm[b]}
+                for b in range(x.shape[0])
+            ]
         finally:
             if train:
                 self.model.train()
