@@ -103,6 +103,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--iterations", type=int, default=20, help="Adam steps per round and for the reference")
     p.add_argument("--learning_rate", type=float, default=1e-2)
+    p.add_argument(
+        "--dice_weight",
+        type=float,
+        default=0.0,
+        help="weight of the masked Dice term of PartialLabelLoss next to its cross-entropy (default 0: CE only)",
+    )
     p.add_argument("--n_segments", type=int, default=300, help="supervoxels per case (bundle default)")
     p.add_argument("--em_dir", default=EM_DIR)
     p.add_argument("--em_downsample", type=int, default=2, help="EM slices downsampled by this factor (512 -> 256)")
@@ -187,7 +193,7 @@ def make_loop(data: dict, strategy: str, seed: int, run_dir: str, args: argparse
     import torch
     from monai.networks.nets import UNet
 
-    from monai_wsss.active import Supervoxels
+    from monai_wsss.active import PartialLabelLoss, Supervoxels
     from monai_wsss.apps.active_learning import ActiveLearningLoop
 
     three_d = data["spatial_dims"] == 3
@@ -218,6 +224,7 @@ def make_loop(data: dict, strategy: str, seed: int, run_dir: str, args: argparse
         device=args.device,
         seed=seed,
         voxels_per_round=args.budget[data["name"]],
+        loss=PartialLabelLoss(dice_weight=args.dice_weight),
     )
 
 
@@ -225,16 +232,18 @@ def full_reference(data: dict, seed: int, run_dir: str, args: argparse.Namespace
     """Same network, initial weights and iterations, trained on every pool label; cached in the run folder."""
     path = os.path.join(run_dir, "full_supervision.json")
     cached = read_json(path) if args.resume else None
-    if cached and cached.get("iterations") == args.iterations:
+    if cached and cached.get("iterations") == args.iterations and cached.get("dice_weight", 0.0) == args.dice_weight:
         return cached
     loop = make_loop(data, "random", seed, run_dir, args)
     t0 = time.time()
     loss = loop.train(0, [c["label"].astype(np.int64) for c in loop.pool])
-    dice, iou = loop.evaluate()
+    dice, iou, per_class = loop.evaluate()
     rec = {
         "seed": seed,
         "iterations": args.iterations,
+        "dice_weight": args.dice_weight,
         "dice": dice,
+        "dice_per_class": per_class,
         "iou": iou,
         "train_loss": loss,
         "pool_voxels": int(sum(np.prod(c["image"].shape[1:]) for c in loop.pool)),
@@ -250,13 +259,17 @@ def run_curve(data: dict, strategy: str, seed: int, run_dir: str, args: argparse
         raise SystemExit(f"{csv_path} exists: pass --resume to continue it, or choose another --work_dir.")
     loop = make_loop(data, strategy, seed, run_dir, args)
     rows = loop.run(args.rounds)
+    labels = np.concatenate([loop.state(c).labels.ravel() for c in loop.pool])
+    counts = np.bincount(labels[labels != loop.ignore_value].astype(np.int64), minlength=data["num_classes"])
     return {
+        "annotated_class_fractions": [float(c) for c in counts / max(int(counts.sum()), 1)],
         "strategy": strategy,
         "seed": seed,
         "annotated_voxels": [int(r["annotated_voxels"]) for r in rows],
         "queried_voxels": [int(r["queried_voxels"]) for r in rows],
         "dice": [float(r["dice"]) for r in rows],
         "iou": [float(r["iou"]) for r in rows],
+        "dice_per_class": [[float(v) for v in (r.get("dice_per_class") or "").split()] for r in rows],
         "seconds": float(sum(float(r["seconds"]) for r in rows)),
     }
 

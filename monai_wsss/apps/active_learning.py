@@ -44,6 +44,7 @@ CURVE_FIELDS = (
     "annotated_fraction",
     "dice",
     "iou",
+    "dice_per_class",
     "train_loss",
     "seconds",
 )
@@ -128,7 +129,7 @@ class ActiveLearningLoop:
        The answer is recorded in the case's :py:class:`monai_wsss.active.AnnotationState`
        (``<output_dir>/<strategy>/state/<case>/``), atomically.
     3. **retrain** the network from its initial weights (seeded) for ``num_iterations`` steps of Adam on every pool
-       case with :py:class:`monai_wsss.active.PartialLabelLoss`, and save it atomically to
+       case with ``loss`` (default :py:class:`monai_wsss.active.PartialLabelLoss`), and save it atomically to
        ``<output_dir>/<strategy>/model.pt``.
     4. **evaluate** Dice and IoU (mean over foreground classes, argmax prediction) on the held-out cases and rewrite
        ``<output_dir>/learning_curve_<strategy>.csv`` (one row per round) and ``.png`` atomically.
@@ -164,6 +165,9 @@ class ActiveLearningLoop:
             for a UNet with strides ``(2, 2, 1)`` twice).
         device: torch device.
         seed: seed of the random queries and of the training.
+        loss: the retraining loss ``(logits, target with ignore_value) -> scalar``; default
+            ``PartialLabelLoss(ignore_value=ignore_value)`` (cross-entropy on the annotated voxels). Its ignore value
+            must be ``ignore_value``.
     """
 
     def __init__(
@@ -191,6 +195,7 @@ class ActiveLearningLoop:
         device: str | torch.device = "cpu",
         seed: int = 0,
         voxels_per_round: int | None = None,
+        loss: torch.nn.Module | None = None,
     ) -> None:
         self.strategy = look_up_option(strategy, STRATEGIES)
         self.annotator = look_up_option(annotator, ANNOTATORS)
@@ -222,7 +227,12 @@ class ActiveLearningLoop:
         self.ignore_value = int(ignore_value)
         self.divisor = divisor
         self.seed = int(seed)
-        self.loss = PartialLabelLoss(ignore_value=self.ignore_value)
+        self.loss = loss if loss is not None else PartialLabelLoss(ignore_value=self.ignore_value)
+        if getattr(self.loss, "ignore_value", self.ignore_value) != self.ignore_value:
+            raise ValueError(
+                f"`loss` ignores label {self.loss.ignore_value} but the loop marks unannotated voxels with "
+                f"{self.ignore_value}: set the same `ignore_value` on both."
+            )
         self.logger = logging.getLogger("monai_wsss.active_learning")
         loader = LoadImage(image_only=True, ensure_channel_first=True)
         self.pool = [self._load(c, loader, need_label=self.annotator == "simulated") for c in pool]
@@ -313,8 +323,9 @@ class ActiveLearningLoop:
             losses.append(float(loss.detach()))
         return float(np.mean(losses[-5:])) if losses else float("nan")
 
-    def evaluate(self) -> tuple[float, float]:
-        """Mean Dice and IoU over the foreground classes and the held-out cases."""
+    def evaluate(self) -> tuple[float, float, list[float]]:
+        """Dice and IoU (mean over the foreground classes and the held-out cases) and the Dice of each foreground
+        class (mean over the held-out cases; NaN where no case has the class)."""
         dice, iou = DiceMetric(include_background=False), MeanIoU(include_background=False)
         for case in self.heldout:
             pred = self.predict(case["image"]).argmax(0)[None, None]
@@ -322,7 +333,8 @@ class ActiveLearningLoop:
             y = one_hot(torch.as_tensor(case["label"].astype(np.int64))[None, None], self.num_classes)
             dice(y_pred, y)
             iou(y_pred, y)
-        return float(dice.aggregate().nanmean()), float(iou.aggregate().nanmean())
+        per_class = [float(v) for v in dice.get_buffer().nanmean(0)]
+        return float(dice.aggregate().nanmean()), float(iou.aggregate().nanmean()), per_class
 
     # ---- query ------------------------------------------------------------------------------------------------
     def _available(self, case: dict, annotated: np.ndarray) -> np.ndarray:
@@ -460,7 +472,7 @@ class ActiveLearningLoop:
             loss = self.train(r, [s.labels for s in states])
             _atomic_torch_save(self.network.state_dict(), model_path)
             have_model = True
-            dice, iou = self.evaluate()
+            dice, iou, per_class = self.evaluate()
             n = sum(s.n_annotated for s in states)
             rows.append(
                 {
@@ -472,6 +484,7 @@ class ActiveLearningLoop:
                     "annotated_fraction": f"{n / total:.6f}",
                     "dice": f"{dice:.6f}",
                     "iou": f"{iou:.6f}",
+                    "dice_per_class": " ".join(f"{d:.6f}" for d in per_class),
                     "train_loss": f"{loss:.6f}",
                     "seconds": f"{time.time() - t0:.2f}",
                 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -13,6 +14,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from monai_wsss.engines.semi_supervised import UNLABELED_IMAGE, SemiSupervisedTrainer, _to
 from monai_wsss.losses.adversarial import FGSM, VAT, segmentation_cross_entropy
 from monai_wsss.losses.cotraining import AdversarialDiversityLoss, JensenShannonDivergenceLoss
+from monai_wsss.networks.utils import frozen_norm_statistics
 
 EventEnum, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "EventEnum")
 
@@ -115,6 +117,11 @@ class CoTrainingTrainer(SemiSupervisedTrainer):
         vat: unlabelled-image attack, default ``VAT(xi=1e-6, eps=0.05, power_iterations=1)``.
         cot_weight, adv_weight: initial ``engine.state.cot_weight`` / ``adv_weight``.
         use_agreement, use_diversity: compute the phase at all.
+        adversarial_norm_statistics: let the forward passes of the diversity phase (the attacks and the members'
+            predictions on adversarial examples) update the running statistics of batch / instance norm layers.
+            Default False (:py:func:`monai_wsss.networks.frozen_norm_statistics`): the statistics used at inference
+            are estimated on real images only, as in Miyato et al.'s VAT. With True, FGSM's sign noise (L-inf
+            ``eps`` on every voxel) enters them.
         other args: as :py:class:`SemiSupervisedTrainer`; ``prepare_batch`` defaults to
             ``PrepareEnsembleBatch(num_models=S)``.
     """
@@ -131,6 +138,7 @@ class CoTrainingTrainer(SemiSupervisedTrainer):
         adv_weight: float = 0.0,
         use_agreement: bool = True,
         use_diversity: bool = True,
+        adversarial_norm_statistics: bool = False,
         **kwargs: Any,
     ) -> None:
         network = kwargs.get("network", args[3] if len(args) > 3 else None)
@@ -150,6 +158,7 @@ class CoTrainingTrainer(SemiSupervisedTrainer):
         self.vat = vat or VAT()
         self.use_agreement = bool(use_agreement)
         self.use_diversity = bool(use_diversity)
+        self.adversarial_norm_statistics = bool(adversarial_norm_statistics)
         self.state.cot_weight = float(cot_weight)
         self.state.adv_weight = float(adv_weight)
         self.register_events(*CoTrainingEvents)
@@ -178,18 +187,20 @@ class CoTrainingTrainer(SemiSupervisedTrainer):
 
         if self.use_diversity:
             terms = []
-            for i in range(s_count):
-                member_i = self._member(engine, i)
-                x_adv = self.fgsm(member_i, xs[i], ys[i])
-                u_adv = self.vat(member_i, x_u, logits_u[i]) if has_u else None
-                for j in range(s_count):
-                    if j == i:
-                        continue
-                    member_j = self._member(engine, j)
-                    term = self.diversity_loss(member_j(x_adv), logits_l[i])
-                    if has_u:
-                        term = term + self.diversity_loss(member_j(u_adv), logits_u[i])
-                    terms.append(term)
+            frozen = nullcontext() if self.adversarial_norm_statistics else frozen_norm_statistics(engine.network)
+            with frozen:
+                for i in range(s_count):
+                    member_i = self._member(engine, i)
+                    x_adv = self.fgsm(member_i, xs[i], ys[i])
+                    u_adv = self.vat(member_i, x_u, logits_u[i]) if has_u else None
+                    for j in range(s_count):
+                        if j == i:
+                            continue
+                        member_j = self._member(engine, j)
+                        term = self.diversity_loss(member_j(x_adv), logits_l[i])
+                        if has_u:
+                            term = term + self.diversity_loss(member_j(u_adv), logits_u[i])
+                        terms.append(term)
             loss_adv = torch.stack(terms).mean()
             out["loss_adv"] = loss_adv.detach()
             total = total + engine.state.adv_weight * loss_adv

@@ -11,6 +11,7 @@ from .nets import (
     SelectOutput,
     discriminator_logits,
 )
+from .utils import frozen_norm_statistics
 
 __all__ = [
     "DualTaskNet",
@@ -22,4 +23,5 @@ __all__ = [
     "SegmentationEnsemble",
     "SelectOutput",
     "discriminator_logits",
+    "frozen_norm_statistics",
 ]

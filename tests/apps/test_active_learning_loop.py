@@ -113,3 +113,28 @@ def test_voxels_per_round_invalid(tmp_path, tiny_tissue_dataset):
     lists = _lists(tiny_tissue_dataset)
     with pytest.raises(ValueError, match="voxels_per_round"):
         _loop(str(tmp_path), lists["labeled"], lists["test"], voxels_per_round=0)
+
+
+def test_retraining_loss_and_per_class_dice(tmp_path, tiny_tissue_dataset):
+    """A given loss is the one minimised; each curve row carries the Dice of every foreground class."""
+    from monai_wsss.active import PartialLabelLoss
+
+    lists = _lists(tiny_tissue_dataset)
+    calls = []
+
+    class Recording(PartialLabelLoss):
+        def forward(self, input, target, mask=None):
+            calls.append(int((target != self.ignore_value).sum()))
+            return super().forward(input, target, mask)
+
+    loop = _loop(str(tmp_path), lists["labeled"], lists["test"], strategy="random", loss=Recording(dice_weight=1.0))
+    rows = loop.run(1)
+    assert len(calls) == loop.num_iterations and calls[0] == int(rows[0]["annotated_voxels"])
+    per_class = [float(v) for v in rows[0]["dice_per_class"].split()]
+    assert len(per_class) == 2  # grey and white matter; background is not scored
+    dice, _, again = loop.evaluate()
+    assert again == pytest.approx(per_class, abs=1e-6)
+    assert dice == pytest.approx(float(rows[0]["dice"]), abs=1e-6)
+    assert dice == pytest.approx(float(np.mean(per_class)), abs=1e-6)  # both classes in every held-out slab
+    with pytest.raises(ValueError, match="ignore_value"):
+        _loop(str(tmp_path), lists["labeled"], lists["test"], loss=PartialLabelLoss(ignore_value=255))

@@ -388,3 +388,35 @@ def test_prepare_ensemble_batch_unpacks_streams():
     del batch["image_u"]
     _, _, xu = PrepareEnsembleBatch(num_models=2)(batch)
     assert xu.shape == (0, 1, 4, 4)
+
+
+@pytest.mark.parametrize("adversarial_norm_statistics", [False, True])
+def test_adversarial_passes_leave_norm_statistics_alone(adversarial_norm_statistics):
+    """Default: the running batch-norm statistics after an iteration are those of its clean passes only."""
+
+    def run(use_diversity: bool) -> tuple[dict, CoTrainingTrainer]:
+        torch.manual_seed(0)
+        member = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Tanh(), nn.Conv2d(4, 3, 1))
+        net = SegmentationEnsemble(member, num_models=2)
+        trainer = CoTrainingTrainer(
+            device="cpu",
+            max_epochs=1,
+            epoch_length=1,
+            train_data_loader=MultiStreamLoader(_mixed_streams(), 1),
+            network=net,
+            optimizer=torch.optim.Adam(net.parameters(), 1e-3),
+            fgsm=FGSM(eps=0.2),
+            vat=VAT(xi=1e-3, eps=2.0),
+            adv_weight=0.3,
+            use_diversity=use_diversity,
+            adversarial_norm_statistics=adversarial_norm_statistics,
+        )
+        trainer.run()
+        stats = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+        return stats, trainer
+
+    clean, _ = run(use_diversity=False)
+    with_adv, trainer = run(use_diversity=True)
+    assert float(trainer.state.output["loss_adv"]) > 0
+    same = all(torch.equal(clean[k], with_adv[k]) for k in clean)
+    assert same != adversarial_norm_statistics
