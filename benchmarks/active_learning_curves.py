@@ -297,6 +297,17 @@ def _stat(values: list[float]) -> dict:
     return {"mean": float(v.mean()), "spread": float(v.max() - v.min()), "values": [float(a) for a in v]}
 
 
+def class_areas(runs: list[dict], grid: np.ndarray) -> list[dict] | None:
+    """Curve area of each foreground class's Dice (runs that recorded ``dice_per_class`` in every round)."""
+    if not all(r.get("dice_per_class") and all(r["dice_per_class"]) for r in runs):
+        return None
+    n = len(runs[0]["dice_per_class"][0])
+    return [
+        _stat([curve_area(r["annotated_voxels"], [d[k] for d in r["dice_per_class"]], grid) for r in runs])
+        for k in range(n)
+    ]
+
+
 def summarise(ds: str, runs: list[dict], refs: dict[int, dict], args: argparse.Namespace) -> dict:
     grid = budget_grid(ds, args)
     pool = next(iter(refs.values()))["pool_voxels"]
@@ -316,6 +327,11 @@ def summarise(ds: str, runs: list[dict], refs: dict[int, dict], args: argparse.N
         out["strategies"][strategy] = {
             "seeds": [r["seed"] for r in mine],
             "area": _stat([curve_area(r["annotated_voxels"], r["dice"], grid) for r in mine]),
+            "area_per_class": class_areas(mine, grid),
+            "annotated_class_fractions": [
+                _stat([r["annotated_class_fractions"][k] for r in mine])["mean"]
+                for k in range(len(mine[0].get("annotated_class_fractions", [])))
+            ],
             "final_dice": _stat([r["dice"][-1] for r in mine]),
             "final_annotated_voxels": _stat([r["annotated_voxels"][-1] for r in mine]),
             "budget_90_per_seed": reach,
@@ -350,6 +366,12 @@ def print_table(ds: str, summary: dict, args: argparse.Namespace) -> None:
             f"{s['final_dice']['mean']:>8.3f} ± {s['final_dice']['spread']:.3f} {reach:>30} "
             f"{s['seconds']['mean']:>7.0f}"
         )
+        if s["area_per_class"] and len(s["area_per_class"]) > 1:
+            per = ", ".join(
+                f"class {k + 1} {a['mean']:.3f} ± {a['spread']:.3f}" for k, a in enumerate(s["area_per_class"])
+            )
+            fr = ", ".join(f"{100 * f:.1f} %" for f in s["annotated_class_fractions"])
+            print(f"{'':<16} per-class area: {per}; annotated voxels per class: {fr}")
     if ds == "isbi2012_em" and "geometric_plane" in args.strategies:
         print(f"{'geometric_plane':<16} = geometric (2D: the loop queries geometric regions; not run)")
 
