@@ -72,6 +72,8 @@ def test_two_rounds_per_strategy(tmp_path, tiny_tissue_dataset, strategy):
     assert 0 < n[0] < n[1] and int(rows[1]["queried_voxels"]) == n[1] - n[0]
     for r in rows:
         assert 0.0 <= float(r["dice"]) <= 1.0 and 0.0 <= float(r["iou"]) <= float(r["dice"]) + 1e-6
+        per_class = [float(v) for v in r["dice_per_class"].split()]  # grey and white matter
+        assert len(per_class) == 2 and float(r["dice"]) == pytest.approx(np.mean(per_class), abs=1e-5)
     queries = _queries(tmp, strategy)
     assert [q["round"] for q in queries] == [0, 1] and all(q["strategy"] == strategy for q in queries)
     # round 0 is the random seed shared by all strategies; round 1 is a plane only for geometric_plane
@@ -150,3 +152,13 @@ def test_metadata_and_paper_override():
     parser.read_config([os.path.join(CONFIGS, "train.json"), os.path.join(CONFIGS, "paper.json")])
     assert parser.get_parsed_content("strategy") == "geometric_plane"
     assert parser.get_parsed_content("geometric_weight") == 1.0
+
+
+def test_dice_weight_reaches_the_retraining_loss():
+    parser = ConfigParser()
+    parser.read_config(os.path.join(CONFIGS, "train.json"))
+    assert parser.get_parsed_content("loss").dice_weight == 0.0  # default: cross-entropy on annotated voxels
+    parser["dice_weight"] = 1.0
+    loss = parser.get_parsed_content("loss", lazy=False)
+    assert loss.dice_weight == 1.0 and loss.ce_weight == 1.0
+    assert parser.get("loop")["loss"] == "@loss"
