@@ -16,12 +16,12 @@ __all__ = ["frozen_norm_statistics"]
 def frozen_norm_statistics(network: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """
     Forward passes inside the block leave the running statistics of every batch / instance norm layer of
-    ``network`` untouched ; in training mode the layers still normalise with the
-    statistics of the current batch, so the output (and its gradient) is the same as without the block.
+    ``network`` untouched; in training mode the layers still normalise with the statistics of the current batch,
+    so the output (and its gradient) is the same as without the block; in eval mode nothing changes.
 
     For inputs that are not samples of the data, e.g. adversarial examples: their statistics should not leak into
-    the estimates used at inference. Miyato et al. (Virtual Adversarial Training, IEEE TPAMI 2019) likewise update
-    the batch statistics on clean inputs only.
+    the estimates used at inference. The VAT authors' implementation (Miyato et al., Virtual Adversarial Training,
+    IEEE TPAMI 2019) likewise runs its perturbed forward passes without updating the batch statistics.
 
     Example::
 

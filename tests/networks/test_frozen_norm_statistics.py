@@ -22,6 +22,10 @@ def test_statistics_untouched_outputs_unchanged(norm):
     assert torch.allclose(y, y_frozen)
     moved = [k for k, v in net.state_dict().items() if not torch.equal(before[k], v)]
     assert any("running_mean" in k for k in moved)
+    net.eval()  # inference uses the running statistics, inside the block too
+    with frozen_norm_statistics(net):
+        y_eval_frozen = net(x)
+    assert torch.equal(net(x), y_eval_frozen) and not torch.allclose(net(x), y)
 
 
 def test_statistics_restored_after_an_error():
