@@ -83,12 +83,10 @@ import csv
 import json
 import os
 import resource
-import subprocess
-import sys
 import time
 
 import numpy as np
-from _common import atomic_write_json, read_json
+from _common import atomic_write_json, read_json, run_stage_process
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE = os.path.join(REPO, "bundles", "advcam_weakly_supervised_seg")
@@ -380,28 +378,10 @@ def run_stage(spec: dict) -> None:
 def launch(name: str, spec: dict, run_dir: str, threads: int) -> dict:
     """Run one stage in a fresh subprocess; return its record with wall seconds and peak RSS (``os.wait4``)."""
     spec_path = os.path.join(run_dir, f"stage_{name}_spec.json")
-    log_path = os.path.join(run_dir, f"stage_{name}.log")
     atomic_write_json(spec, spec_path)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    start = time.perf_counter()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--stage", spec_path], env=env, stdout=log, stderr=log
-        )
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-    code = os.waitstatus_to_exitcode(status)
-    seconds = time.perf_counter() - start
-    if code != 0:
-        with open(log_path) as f:
-            tail = "".join(f.readlines()[-25:])
-        raise SystemExit(f"stage {name} failed (exit {code}); end of {log_path}:\n{tail}")
+    seconds, rss = run_stage_process(__file__, spec_path, os.path.join(run_dir, f"stage_{name}.log"), threads, name)
     record = read_json(spec["result"]) or {}
-    record.update(stage_seconds=seconds, stage_peak_rss_mb=usage.ru_maxrss / 1024.0)  # Linux: kilobytes
+    record.update(stage_seconds=seconds, stage_peak_rss_mb=rss)
     atomic_write_json(record, spec["result"])
     return record
 

@@ -62,12 +62,10 @@ import json
 import os
 import resource
 import shutil
-import subprocess
-import sys
 import time
 
 import numpy as np
-from _common import atomic_write_json, read_json
+from _common import atomic_write_json, read_json, run_stage_process
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE = os.path.join(REPO, "bundles", "pix2pix_microscopy_synthesis")
@@ -246,29 +244,6 @@ def stage_outputs(stage: str, run_dir: str) -> list[str]:
     }[stage]
 
 
-def launch(stage: str, spec_path: str, log_path: str, threads: int) -> tuple[float, float]:
-    """Run one stage subprocess; return its wall seconds and peak RSS (MB) from ``os.wait4``."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    start = time.perf_counter()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--stage", spec_path], env=env, stdout=log, stderr=log
-        )
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        with open(log_path) as f:
-            tail = "".join(f.readlines()[-25:])
-        raise SystemExit(f"stage {stage} failed (exit {proc.returncode}); end of {log_path}:\n{tail}")
-    return seconds, usage.ru_maxrss / 1024.0  # Linux: kilobytes
-
-
 def run_pipeline(ds: str, data_dir: str, budget: str, seed: int, args: argparse.Namespace) -> dict:
     tag = f"{ds}_{budget}_seed{seed}"
     run_dir = os.path.join(args.work_dir, tag)
@@ -297,7 +272,9 @@ def run_pipeline(ds: str, data_dir: str, budget: str, seed: int, args: argparse.
                 {"stage": stage, "overrides": over, "threads": args.threads, "result": result_path}, spec_path
             )
             print(f"[{tag}] {stage} ...", flush=True)
-            seconds, rss = launch(stage, spec_path, os.path.join(run_dir, f"stage_{stage}.log"), args.threads)
+            seconds, rss = run_stage_process(
+                __file__, spec_path, os.path.join(run_dir, f"stage_{stage}.log"), args.threads, stage
+            )
             record = read_json(result_path)
             record.update(seconds=seconds, peak_rss_mb=rss)
             atomic_write_json(record, result_path)
