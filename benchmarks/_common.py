@@ -8,15 +8,7 @@ import subprocess
 import sys
 import time
 
-from monai_wsss.utils import atomic_path
-
-__all__ = ["atomic_write_json", "read_json", "run_stage_process"]
-
-
-def atomic_write_json(obj: dict, path: str) -> None:
-    """Write ``obj`` as indented JSON through a temporary file, so an interrupted run never leaves half a file."""
-    with atomic_path(path, ".json") as tmp, open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
+__all__ = ["read_json", "run_stage_process"]
 
 
 def read_json(path: str) -> dict | None:

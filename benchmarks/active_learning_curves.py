@@ -75,9 +75,9 @@ import tempfile
 import time
 
 import numpy as np
-from _common import atomic_write_json, read_json
+from _common import read_json
 
-from monai_wsss.utils import atomic_path
+from monai_wsss.utils import atomic_write_figure, atomic_write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -155,7 +155,7 @@ def em_cases(args: argparse.Namespace) -> dict:
     """Convert the ISBI 2012 PNG slices once into NIfTI under the work dir; seeded pool / held-out split."""
     from PIL import Image
 
-    from monai_wsss.active import atomic_save_nifti
+    from monai_wsss.utils import atomic_write_nifti
 
     with open(os.path.join(args.em_dir, "dataset.json")) as f:
         items = json.load(f)["training"]
@@ -174,8 +174,8 @@ def em_cases(args: argparse.Namespace) -> dict:
             fg = fg[:h, :w].reshape(h // f_, f_, w // f_, f_).mean((1, 3)) >= 0.5
             for k in case:
                 os.makedirs(os.path.dirname(case[k]), exist_ok=True)
-            atomic_save_nifti(case["image"], img.astype(np.float32), np.eye(4))
-            atomic_save_nifti(case["label"], fg.astype(np.uint8), np.eye(4))
+            atomic_write_nifti(case["image"], img.astype(np.float32), np.eye(4))
+            atomic_write_nifti(case["label"], fg.astype(np.uint8), np.eye(4))
         cases.append(case)
     order = np.random.default_rng(args.em_split_seed).permutation(len(cases))
     held = sorted(int(i) for i in order[: args.em_heldout])
@@ -193,8 +193,9 @@ def make_loop(data: dict, strategy: str, seed: int, run_dir: str, args: argparse
     import torch
     from monai.networks.nets import UNet
 
-    from monai_wsss.active import PartialLabelLoss, Supervoxels
     from monai_wsss.apps.active_learning import ActiveLearningLoop
+    from monai_wsss.losses import PartialLabelLoss
+    from monai_wsss.transforms import Supervoxels
 
     three_d = data["spatial_dims"] == 3
     torch.manual_seed(seed)  # the same initial weights for every strategy and the reference of a seed
@@ -249,7 +250,7 @@ def full_reference(data: dict, seed: int, run_dir: str, args: argparse.Namespace
         "pool_voxels": int(sum(np.prod(c["image"].shape[1:]) for c in loop.pool)),
         "seconds": time.time() - t0,
     }
-    atomic_write_json(rec, path)
+    atomic_write_json(path, rec)
     return rec
 
 
@@ -396,8 +397,7 @@ def plot_summary(ds: str, summary: dict, path: str) -> None:
     ax.legend(fontsize=7)
     ax.set_title(f"{ds}: learning curves (legend: curve area)")
     try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100, bbox_inches="tight")
+        atomic_write_figure(path, fig)
     finally:
         plt.close(fig)
 
@@ -440,10 +440,10 @@ def main(argv: list[str] | None = None) -> None:
                 )
                 entry.update({"runs": runs, "full_supervision": list(refs.values())})
                 results["wall_seconds"] = time.time() - t_all
-                atomic_write_json(results, args.out)
+                atomic_write_json(args.out, results)
         entry["summary"] = summarise(ds, runs, refs, args)
         results["wall_seconds"] = time.time() - t_all
-        atomic_write_json(results, args.out)
+        atomic_write_json(args.out, results)
         plot_summary(ds, entry["summary"], os.path.splitext(args.out)[0] + f"_{ds}.png")
     for ds, entry in results["datasets"].items():
         print_table(ds, entry["summary"], args)

@@ -86,7 +86,9 @@ import resource
 import time
 
 import numpy as np
-from _common import atomic_write_json, read_json, run_stage_process
+from _common import read_json, run_stage_process
+
+from monai_wsss.utils import atomic_write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE = os.path.join(REPO, "bundles", "advcam_weakly_supervised_seg")
@@ -196,7 +198,7 @@ def blood_smear_tagged(src: str, out_dir: str, split_seed: int) -> str:
         "numTest": len(lists["test"]),
         **lists,
     }
-    atomic_write_json(tagged, os.path.join(out_dir, "dataset.json"))
+    atomic_write_json(os.path.join(out_dir, "dataset.json"), tagged)
     return out_dir
 
 
@@ -369,7 +371,7 @@ def run_stage(spec: dict) -> None:
     kind = spec["stage"].split("_")[0]
     record = {"train": run_train, "seeds": run_seeds, "speed": run_speed}[kind](spec)
     record.update(stage=spec["stage"], overrides=spec["overrides"])
-    atomic_write_json(record, spec["result"])
+    atomic_write_json(spec["result"], record)
 
 
 # ---------------------------------------------------------------- orchestration
@@ -378,11 +380,11 @@ def run_stage(spec: dict) -> None:
 def launch(name: str, spec: dict, run_dir: str, threads: int) -> dict:
     """Run one stage in a fresh subprocess; return its record with wall seconds and peak RSS (``os.wait4``)."""
     spec_path = os.path.join(run_dir, f"stage_{name}_spec.json")
-    atomic_write_json(spec, spec_path)
+    atomic_write_json(spec_path, spec)
     seconds, rss = run_stage_process(__file__, spec_path, os.path.join(run_dir, f"stage_{name}.log"), threads, name)
     record = read_json(spec["result"]) or {}
     record.update(stage_seconds=seconds, stage_peak_rss_mb=rss)
-    atomic_write_json(record, spec["result"])
+    atomic_write_json(spec["result"], record)
     return record
 
 
@@ -414,7 +416,7 @@ def stage(name: str, over: dict, run_dir: str, args: argparse.Namespace, redo: b
     print(f"[{tag}] {name} ...", flush=True)
     record = launch(name, spec, run_dir, args.threads)
     record.update({f"_{k}": v for k, v in extra.items()})
-    atomic_write_json(record, result)
+    atomic_write_json(result, record)
     print(f"[{tag}] {name}: {record['stage_seconds']:.1f} s, peak RSS {record['stage_peak_rss_mb']:.0f} MB", flush=True)
     return record, True
 
@@ -449,7 +451,7 @@ def run_seed(ds: str, data_dir: str, seed: int, args: argparse.Namespace) -> dic
             f"per class {json.dumps({k: round(v, 4) for k, v in m['seed_iou'].items()})}, {m['seconds']:.1f} s",
             flush=True,
         )
-    atomic_write_json(result, os.path.join(run_dir, "run.json"))
+    atomic_write_json(os.path.join(run_dir, "run.json"), result)
     return result
 
 
@@ -601,7 +603,7 @@ def main(argv: list[str] | None = None) -> None:
             rep["num_training"] = run["classifier"]["num_training"]
             rep["summary"] = summarise(rep["runs"])
             report["wall_seconds"] = time.perf_counter() - t0
-            atomic_write_json(report, args.out)
+            atomic_write_json(args.out, report)
         if not args.skip_speed:
             rep["speed"] = run_speed_test(ds, data_dir, args.seeds[0], args)
             s = rep["speed"]
@@ -612,7 +614,7 @@ def main(argv: list[str] | None = None) -> None:
                 flush=True,
             )
         report["wall_seconds"] = time.perf_counter() - t0
-        atomic_write_json(report, args.out)
+        atomic_write_json(args.out, report)
     print_tables(report)
     print(f"\nwall time {report['wall_seconds']:.0f} s; written: {args.out}")
 

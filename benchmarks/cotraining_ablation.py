@@ -46,7 +46,8 @@ import sys
 import time
 
 import numpy as np
-from _common import atomic_write_json
+
+from monai_wsss.utils import atomic_write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE = os.path.join(REPO, "bundles", "cotraining_semisupervised_seg")
@@ -92,7 +93,7 @@ def la2018_split(la_dir: str, out_dir: str) -> str:
         "test": cases[-8:],
     }
     os.makedirs(out_dir, exist_ok=True)
-    atomic_write_json(split, os.path.join(out_dir, "dataset.json"))
+    atomic_write_json(os.path.join(out_dir, "dataset.json"), split)
     return out_dir
 
 
@@ -208,7 +209,7 @@ def run_one(spec: dict) -> None:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "threads": spec["threads"],
     }
-    atomic_write_json(result, os.path.join(out_dir, "run.json"))
+    atomic_write_json(os.path.join(out_dir, "run.json"), result)
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
                         "run_dir": run_dir,
                     }
                     spec_path = os.path.join(run_dir, "spec.json")
-                    atomic_write_json(spec, spec_path)
+                    atomic_write_json(spec_path, spec)
                     print(f"[{ds} {variant} seed {seed}] training ...", flush=True)
                     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
                     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--run_one", spec_path], env=env)
@@ -296,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
                     "summary": summarise(runs),
                     "wall_seconds": time.perf_counter() - t0,
                 }
-                atomic_write_json(report, args.out)
+                atomic_write_json(args.out, report)
     print_summary(summarise(runs))
     print(f"\nwritten: {args.out}")
 

@@ -100,6 +100,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from monai_wsss.utils import atomic_write_json
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = (REPO / ".." / "shared" / "data" / "la2018").resolve()
 DEFAULT_RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -226,20 +228,6 @@ def child_argv(args: argparse.Namespace, arm: str, seed: int) -> list[str]:
 # ----------------------------------------------------------------------------------------------------------------------
 # small helpers
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def atomic_write_json(obj: dict, path: str | os.PathLike) -> None:
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".json.tmp", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def finite_or_none(x: float) -> float | None:
@@ -577,7 +565,7 @@ def run_single(args: argparse.Namespace) -> None:
         "learning_curve_csv": curve_csv,
         "num_parameters": sum(p.numel() for p in net.parameters()),
     }
-    atomic_write_json(result, f"{prefix}.json")
+    atomic_write_json(f"{prefix}.json", result)
     print_run(result)
 
 
@@ -767,7 +755,7 @@ def main(argv: list[str] | None = None) -> None:
             t_run = time.perf_counter()
             proc = subprocess.run(child_argv(args, arm, seed), env=env)
             if proc.returncode != 0 or not os.path.isfile(result_path):
-                atomic_write_json(report, args.out)
+                atomic_write_json(args.out, report)
                 sys.exit(
                     f"error: run {arm} / seed {seed} failed (exit code {proc.returncode}); finished runs are in "
                     f"{args.out}."
@@ -785,7 +773,7 @@ def main(argv: list[str] | None = None) -> None:
         report["runs"].append(result)
         report["summary"] = summarise(report["runs"], args)
         report["wall_seconds"] = time.perf_counter() - t_start
-        atomic_write_json(report, args.out)
+        atomic_write_json(args.out, report)
     for r in report["runs"]:
         print_run(r)
     print_summary(report)

@@ -65,7 +65,9 @@ import shutil
 import time
 
 import numpy as np
-from _common import atomic_write_json, read_json, run_stage_process
+from _common import read_json, run_stage_process
+
+from monai_wsss.utils import atomic_write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE = os.path.join(REPO, "bundles", "pix2pix_microscopy_synthesis")
@@ -181,7 +183,7 @@ def run_stage(spec: dict) -> None:
     if stage == "synthesize":
         meta = read_json(os.path.join(spec["overrides"]["output_dir"], "synthetic", "dataset.json")) or {}
         record.update({k: meta.get(k) for k in ("numSynthetic", "numTraining", "numTest")})
-    atomic_write_json(record, spec["result"])
+    atomic_write_json(spec["result"], record)
 
 
 def dataset_dir(name: str, args: argparse.Namespace) -> str:
@@ -269,7 +271,7 @@ def run_pipeline(ds: str, data_dir: str, budget: str, seed: int, args: argparse.
                 shutil.rmtree(path, ignore_errors=True)
             spec_path = os.path.join(run_dir, f"stage_{stage}_spec.json")
             atomic_write_json(
-                {"stage": stage, "overrides": over, "threads": args.threads, "result": result_path}, spec_path
+                spec_path, {"stage": stage, "overrides": over, "threads": args.threads, "result": result_path}
             )
             print(f"[{tag}] {stage} ...", flush=True)
             seconds, rss = run_stage_process(
@@ -277,7 +279,7 @@ def run_pipeline(ds: str, data_dir: str, budget: str, seed: int, args: argparse.
             )
             record = read_json(result_path)
             record.update(seconds=seconds, peak_rss_mb=rss)
-            atomic_write_json(record, result_path)
+            atomic_write_json(result_path, record)
             print(f"[{tag}] {stage}: {seconds:.1f} s, peak RSS {rss:.0f} MB", flush=True)
         stages[stage] = record
     seg_real, seg_syn = stages["segment_real"]["metrics"], stages["segment_synthetic"]["metrics"]
@@ -311,7 +313,7 @@ def run_pipeline(ds: str, data_dir: str, budget: str, seed: int, args: argparse.
     }
     if result["segmenter_iterations"] != stages["segment_synthetic"]["iterations"]:
         raise SystemExit(f"[{tag}] the two segmenters ran different numbers of iterations: not comparable.")
-    atomic_write_json(result, os.path.join(run_dir, "run.json"))
+    atomic_write_json(os.path.join(run_dir, "run.json"), result)
     return result
 
 
@@ -393,7 +395,7 @@ def main(argv: list[str] | None = None) -> None:
                     "wall_seconds": time.perf_counter() - t0,
                     "orchestrator_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
                 }
-                atomic_write_json(report, out)
+                atomic_write_json(out, report)
         print_table(ds, runs, summarise(runs))
         print(f"written: {out}")
 

@@ -1,14 +1,35 @@
-"""Atomic file and folder writes shared by the library: nothing half-written is ever left under the final name."""
+"""Atomic writers shared by the whole project: nothing half-written is ever left under the final name.
+
+Every writer takes ``(path, what)`` in that order, writes to a temporary file in the destination folder (created if
+needed) and renames it over ``path`` with ``os.replace`` only once the file is complete, so a run killed while writing
+leaves either the old file or the new one. Heavy libraries (nibabel, PIL, matplotlib) are imported on use.
+"""
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
-__all__ = ["atomic_path", "replace_directory"]
+import numpy as np
+import torch
+
+__all__ = [
+    "atomic_path",
+    "atomic_write_csv",
+    "atomic_write_datalist",
+    "atomic_write_figure",
+    "atomic_write_image",
+    "atomic_write_json",
+    "atomic_write_nifti",
+    "atomic_write_torch",
+    "replace_directory",
+]
 
 
 def _suffix(path: str) -> str:
@@ -38,6 +59,88 @@ def atomic_path(path: str, suffix: str | None = None) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _fsync(f) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def atomic_write_json(path: str, obj: Any, indent: int = 2) -> None:
+    """Write ``obj`` as JSON (flushed to disk before the rename)."""
+    with atomic_path(path, ".json") as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=indent)
+        _fsync(f)
+
+
+def atomic_write_datalist(path: str, datalist: Mapping[str, Any]) -> None:
+    """
+    Write a decathlon-style ``dataset.json``: a mapping whose lists (``training``, ``test``, ...) hold items with
+    paths relative to the file's folder (or absolute).
+
+    Raises:
+        TypeError: when ``datalist`` is not a mapping, or one of its ``training`` / ``validation`` / ``test`` /
+            ``unlabeled`` entries is not a list of dicts.
+    """
+    if not isinstance(datalist, Mapping):
+        raise TypeError(f"{path}: a datalist must be a mapping, got {type(datalist).__name__}.")
+    for key in ("training", "validation", "test", "unlabeled"):
+        items = datalist.get(key, [])
+        if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
+            raise TypeError(f"{path}: datalist entry {key!r} must be a list of dicts.")
+    atomic_write_json(path, dict(datalist), indent=2)
+
+
+def atomic_write_torch(path: str, obj: Any) -> None:
+    """``torch.save(obj)`` to ``path`` (read it back with ``torch.load(path, weights_only=True)``)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def atomic_write_csv(path: str, rows: Sequence[Mapping[str, Any]], fields: Sequence[str] | None = None) -> None:
+    """Write ``rows`` as CSV with a header (``fields``; default every key of the rows, in order of appearance)."""
+    fields = list(fields) if fields is not None else list(dict.fromkeys(k for r in rows for k in r))
+    with atomic_path(path, ".csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        _fsync(f)
+
+
+def atomic_write_nifti(path: str, array: np.ndarray, affine: np.ndarray | None = None) -> None:
+    """Save ``array`` as it is (no channel handling) as NIfTI with ``affine`` (default identity)."""
+    import nibabel as nib
+
+    with atomic_path(path, ".nii.gz" if path.endswith(".nii.gz") else ".nii") as tmp:
+        nib.save(nib.Nifti1Image(np.asarray(array), np.eye(4) if affine is None else np.asarray(affine)), tmp)
+
+
+def atomic_write_image(path: str, array: np.ndarray | torch.Tensor, affine: np.ndarray | None = None) -> None:
+    """
+    Write a channel-first array so that MONAI's ``LoadImage(ensure_channel_first=True)`` reads the same array back:
+    ``.png`` (2D, 1 or 3 channels, uint8; MONAI's PNG reader puts x first, so the array is transposed for PIL) or
+    NIfTI (``.nii``/``.nii.gz``; one channel is stored without its channel axis, several last).
+
+    Raises:
+        ValueError: a ``.png`` path with an array that is not 2D with 1 or 3 channels.
+    """
+    a = np.asarray(torch.as_tensor(array).detach().cpu().numpy())
+    if path.endswith(".png"):
+        from PIL import Image
+
+        if a.ndim != 3 or a.shape[0] not in (1, 3):
+            raise ValueError(f"{path}: PNG needs a 2D image with 1 or 3 channels, got shape {a.shape}.")
+        pil = Image.fromarray(np.ascontiguousarray(a[0].T if a.shape[0] == 1 else np.transpose(a, (2, 1, 0))))
+        with atomic_path(path, ".png") as tmp:
+            pil.save(tmp, format="PNG")
+    else:
+        atomic_write_nifti(path, a[0] if a.shape[0] == 1 else np.moveaxis(a, 0, -1), affine)
+
+
+def atomic_write_figure(path: str, fig: Any, dpi: int = 100) -> None:
+    """Save a matplotlib figure (format from the extension, e.g. ``.png``)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
 
 
 def replace_directory(tmp: str, dest: str) -> None:

@@ -7,11 +7,12 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 from monai.config import NdarrayOrTensor
-from monai.utils import convert_to_numpy, look_up_option
+from monai.utils import convert_to_dst_type, convert_to_numpy, convert_to_tensor, look_up_option
 
-from monai_wsss.active.uncertainty import UNCERTAINTY_MODES, region_mean
+from ..transforms.uncertainty import UNCERTAINTY_MODES
 
 __all__ = [
+    "region_mean",
     "region_adjacency",
     "region_means",
     "appearance_weights",
@@ -20,6 +21,41 @@ __all__ = [
     "combined_uncertainty",
     "RegionGraph",
 ]
+
+
+def region_mean(values: NdarrayOrTensor, regions: NdarrayOrTensor, num_regions: int | None = None) -> NdarrayOrTensor:
+    """
+    Mean of ``values`` over each region of an integer region map (ids ``0..R-1``, any spatial shape; the map may
+    carry a leading channel axis of size 1). ``values`` shaped like the map gives ``(R,)`` (a size-1 leading axis on
+    both is dropped); ``values`` shaped ``(C, *spatial)`` gives ``(R, C)``. Empty regions give 0. Computed by bincount
+    (``torch.index_add``), so it runs on the device of ``values``; the output type follows ``values``.
+    """
+    v = convert_to_tensor(values, track_meta=False)
+    r = convert_to_tensor(regions, track_meta=False).to(device=v.device).long()
+    if r.ndim == v.ndim and r.shape[0] == 1 and v.shape[0] == 1:
+        v, r = v[0], r[0]
+    elif r.ndim == v.ndim and r.shape[0] == 1:
+        r = r[0]
+    if r.ndim == v.ndim:
+        vv = v.reshape(1, -1)
+        squeeze = True
+    elif r.ndim == v.ndim - 1:
+        vv = v.reshape(v.shape[0], -1)
+        squeeze = False
+    else:
+        raise ValueError(f"`values` {tuple(v.shape)} and `regions` {tuple(r.shape)} do not match.")
+    if vv.shape[1] != r.numel():
+        raise ValueError(f"`values` {tuple(v.shape)} and `regions` {tuple(r.shape)} have different spatial sizes.")
+    flat = r.reshape(-1)
+    if flat.numel() and int(flat.min()) < 0:
+        raise ValueError("`regions` must hold non-negative ids.")
+    n = int(num_regions) if num_regions is not None else (int(flat.max()) + 1 if flat.numel() else 0)
+    vv = vv.to(torch.float64 if vv.dtype == torch.float64 else torch.float32)
+    sums = torch.zeros(n, vv.shape[0], dtype=vv.dtype, device=vv.device).index_add_(0, flat, vv.T)
+    counts = torch.bincount(flat, minlength=n).to(vv.dtype).clamp_min(1)
+    out = sums / counts[:, None]
+    out = out[:, 0] if squeeze else out
+    return convert_to_dst_type(out, values)[0] if isinstance(values, np.ndarray) else out
 
 
 def _spatial_regions(regions: NdarrayOrTensor) -> np.ndarray:
@@ -145,7 +181,7 @@ def combined_uncertainty(feature: NdarrayOrTensor, geometric: NdarrayOrTensor, w
 class RegionGraph:
     """
     The supervoxel graph of geometric active learning: regions of a map (from
-    :py:class:`monai_wsss.active.Supervoxels`) linked when they touch, weighted by appearance similarity
+    :py:class:`monai_wsss.transforms.Supervoxels`) linked when they touch, weighted by appearance similarity
     ``exp(-||m_i - m_j||^2 / (2 sigma^2))`` of their mean intensities, with the row-normalised random-walk transition
     matrix. Per-region class probabilities are propagated over it, and the geometric uncertainty of a region is the
     uncertainty (entropy by default) of its propagated distribution; :py:meth:`combined_uncertainty` adds it to the

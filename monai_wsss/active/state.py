@@ -12,9 +12,9 @@ import numpy as np
 from monai.config import NdarrayOrTensor
 from monai.utils import convert_to_numpy
 
-from ..utils import atomic_path
+from ..utils import atomic_write_json, atomic_write_nifti
 
-__all__ = ["AnnotationState", "SimulatedAnnotator", "FileAnnotator", "atomic_write_json", "atomic_save_nifti"]
+__all__ = ["AnnotationState", "SimulatedAnnotator", "FileAnnotator"]
 
 LABELS_FILE = "labels.nii.gz"
 QUERIES_FILE = "queries.json"
@@ -24,20 +24,6 @@ def _strip_channel(arr: NdarrayOrTensor, ndim: int) -> np.ndarray:
     """Drop a leading channel axis of size 1 when the array has one more axis than ``ndim``."""
     a = convert_to_numpy(arr)
     return a[0] if a.ndim == ndim + 1 and a.shape[0] == 1 else a
-
-
-def atomic_write_json(path: str, obj) -> None:
-    """Write ``obj`` as JSON to a temporary file in the same folder, flush to disk, then ``os.replace`` it."""
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def atomic_save_nifti(path: str, arr: np.ndarray, affine: np.ndarray | None = None) -> None:
-    """Save ``arr`` as NIfTI (nibabel) to a temporary ``.nii.gz`` in the same folder, then ``os.replace`` it."""
-    with atomic_path(path, ".nii.gz") as tmp:
-        nib.save(nib.Nifti1Image(arr, np.eye(4) if affine is None else np.asarray(affine)), tmp)
 
 
 class AnnotationState:
@@ -126,8 +112,8 @@ class AnnotationState:
         return state
 
     def save(self) -> None:
-        atomic_save_nifti(self.labels_path, self.labels, self.affine)
-        atomic_write_json(self.queries_path, self.queries)
+        atomic_write_nifti(self.labels_path, self.labels, self.affine)
+        atomic_write_json(self.queries_path, self.queries, indent=1)
 
     def update(
         self,

@@ -1,7 +1,7 @@
 """Runners on top of the library: synthesis (and, later, Slicer and the active-learning loop)."""
 
 from .active_learning import STRATEGIES, ActiveLearningLoop, plot_learning_curves
-from .synthesis import GeneratedMasks, PairSynthesizer, write_image
+from .synthesis import GeneratedMasks, PairSynthesizer
 from .weak_supervision import SEED_METHODS, PseudoLabelWriter, class_activation_maps, peak_response_seeds, resize_maps
 
 __all__ = [
@@ -10,7 +10,6 @@ __all__ = [
     "plot_learning_curves",
     "GeneratedMasks",
     "PairSynthesizer",
-    "write_image",
     "SEED_METHODS",
     "PseudoLabelWriter",
     "class_activation_maps",

@@ -17,19 +17,10 @@ from monai.networks.utils import one_hot
 from monai.transforms import LoadImage
 from monai.utils import look_up_option
 
-from monai_wsss.active import (
-    AnnotationState,
-    FileAnnotator,
-    PartialLabelLoss,
-    PlaneSearch,
-    RegionGraph,
-    SimulatedAnnotator,
-    Supervoxels,
-    atomic_save_nifti,
-    entropy,
-    region_mean,
-)
-from monai_wsss.utils import atomic_path
+from monai_wsss.active import AnnotationState, FileAnnotator, PlaneSearch, RegionGraph, SimulatedAnnotator, region_mean
+from monai_wsss.losses import PartialLabelLoss
+from monai_wsss.transforms import Supervoxels, entropy
+from monai_wsss.utils import atomic_write_csv, atomic_write_figure, atomic_write_nifti, atomic_write_torch
 
 __all__ = ["ActiveLearningLoop", "STRATEGIES", "ANNOTATORS", "CURVE_FIELDS", "plot_learning_curves"]
 
@@ -49,20 +40,6 @@ CURVE_FIELDS = (
     "seconds",
 )
 MODEL_FILE = "model.pt"
-
-
-def _atomic_torch_save(obj, path: str) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def _atomic_write_csv(path: str, rows: list[dict], fields: Sequence[str]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(fields))
-        writer.writeheader()
-        writer.writerows(rows)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _read_csv(path: str) -> list[dict]:
@@ -94,8 +71,7 @@ def plot_learning_curves(csv_paths: dict[str, str], path: str, title: str = "") 
     ax.legend(fontsize=7)
     ax.set_title(title)
     try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100, bbox_inches="tight")
+        atomic_write_figure(path, fig)
     finally:
         plt.close(fig)
 
@@ -129,7 +105,7 @@ class ActiveLearningLoop:
        The answer is recorded in the case's :py:class:`monai_wsss.active.AnnotationState`
        (``<output_dir>/<strategy>/state/<case>/``), atomically.
     3. **retrain** the network from its initial weights (seeded) for ``num_iterations`` steps of Adam on every pool
-       case with ``loss`` (default :py:class:`monai_wsss.active.PartialLabelLoss`), and save it atomically to
+       case with ``loss`` (default :py:class:`monai_wsss.losses.PartialLabelLoss`), and save it atomically to
        ``<output_dir>/<strategy>/model.pt``.
     4. **evaluate** Dice and IoU (mean over foreground classes, argmax prediction) on the held-out cases and rewrite
        ``<output_dir>/learning_curve_<strategy>.csv`` (one row per round) and ``.png`` atomically.
@@ -152,7 +128,7 @@ class ActiveLearningLoop:
             step 1); ``None`` (default) queries ``regions_per_round`` supervoxels or one planar patch.
         num_iterations: training steps per round.
         learning_rate: Adam learning rate.
-        supervoxels: :py:class:`monai_wsss.active.Supervoxels` instance (its ``cache_dir`` caches the maps).
+        supervoxels: :py:class:`monai_wsss.transforms.Supervoxels` instance (its ``cache_dir`` caches the maps).
         geometric_weight: weight of the geometric term in the combined uncertainty.
         walk_steps: random-walk steps on the region graph.
         plane_radius, plane_thickness, plane_angles: disc radius (voxels), thickness (voxels) and
@@ -428,7 +404,7 @@ class ActiveLearningLoop:
         qdir = os.path.join(self.work_dir, "queries")
         os.makedirs(qdir, exist_ok=True)
         affine = case["affine"] if case["affine"].shape == (4, 4) else None
-        atomic_save_nifti(os.path.join(qdir, f"{stem}.nii.gz"), mask.astype(np.uint8), affine)
+        atomic_write_nifti(os.path.join(qdir, f"{stem}.nii.gz"), mask.astype(np.uint8), affine)
         for ext in (".nii.gz", ".nii", ".npy"):
             path = os.path.join(self.label_dir, stem + ext)
             if os.path.isfile(path):
@@ -470,7 +446,7 @@ class ActiveLearningLoop:
                 record = states[ci].update(r, mask, answer, strategy=self.strategy, case=self.pool[ci]["name"], **q)
                 queried = int(record["voxels"])
             loss = self.train(r, [s.labels for s in states])
-            _atomic_torch_save(self.network.state_dict(), model_path)
+            atomic_write_torch(model_path, self.network.state_dict())
             have_model = True
             dice, iou, per_class = self.evaluate()
             n = sum(s.n_annotated for s in states)
@@ -489,7 +465,7 @@ class ActiveLearningLoop:
                     "seconds": f"{time.time() - t0:.2f}",
                 }
             )
-            _atomic_write_csv(self.curve_path, rows, CURVE_FIELDS)
+            atomic_write_csv(self.curve_path, rows, CURVE_FIELDS)
             self.logger.info(f"round {r} ({self.strategy}): {n} annotated voxels, Dice {dice:.4f}, IoU {iou:.4f}")
             self.plot()
         return rows

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -16,30 +15,9 @@ from tqdm import tqdm
 
 from ..data.validation import validate_datalist
 from ..handlers.figures import save_image_grid
-from ..utils import replace_directory
+from ..utils import atomic_write_datalist, atomic_write_image, replace_directory
 
-__all__ = ["GeneratedMasks", "PairSynthesizer", "write_image"]
-
-
-def write_image(path: str, array: np.ndarray | torch.Tensor, affine: np.ndarray | None = None) -> None:
-    """
-    Write a channel-first array so that MONAI's ``LoadImage(ensure_channel_first=True)`` reads the same array back:
-    ``.png`` (2D, 1 or 3 channels, uint8; MONAI's PNG reader puts x first, so the array is transposed for PIL) or
-    NIfTI (``.nii``/``.nii.gz``; one channel is stored without its channel axis, several last).
-    """
-    a = np.asarray(torch.as_tensor(array).detach().cpu().numpy())
-    if path.endswith(".png"):
-        from PIL import Image
-
-        if a.ndim != 3 or a.shape[0] not in (1, 3):
-            raise ValueError(f"{path}: PNG needs a 2D image with 1 or 3 channels, got shape {a.shape}.")
-        pil = Image.fromarray(np.ascontiguousarray(a[0].T if a.shape[0] == 1 else np.transpose(a, (2, 1, 0))))
-        pil.save(path)
-    else:
-        import nibabel as nib
-
-        data = a[0] if a.shape[0] == 1 else np.moveaxis(a, 0, -1)
-        nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), path)
+__all__ = ["GeneratedMasks", "PairSynthesizer"]
 
 
 def _rescale(image: torch.Tensor, value_range: Sequence[float], output_range: Sequence[float]) -> np.ndarray:
@@ -177,8 +155,7 @@ class PairSynthesizer:
                 "training": items + [_absolute(i) for i in self.real_items],
                 "test": [_absolute(i) for i in self.test_items],
             }
-            with open(os.path.join(tmp, "dataset.json"), "w") as f:
-                json.dump(meta, f, indent=2)
+            atomic_write_datalist(os.path.join(tmp, "dataset.json"), meta)
             replace_directory(tmp, self.output_dir)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -213,8 +190,8 @@ class PairSynthesizer:
                     image = _rescale(fake, self.image_range, self.output_range)
                     m = mask.detach().cpu().numpy()
                     label = (np.argmax(m, 0)[None] if m.shape[0] > 1 else np.rint(m)).astype(np.uint8)
-                    write_image(os.path.join(root, "images", name), image)
-                    write_image(os.path.join(root, "masks", name), label)
+                    atomic_write_image(os.path.join(root, "images", name), image)
+                    atomic_write_image(os.path.join(root, "masks", name), label)
                     items.append({"image": f"images/{name}", "label": f"masks/{name}"})
                     if len(grid) < self.grid_samples:
                         grid.append((label, image))

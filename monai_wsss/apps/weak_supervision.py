@@ -23,12 +23,11 @@ from ..attribution import (
     PerSampleCAM,
     instances_to_maps,
     max_normalizer,
-    seeds_to_pseudo_label,
 )
 from ..data.validation import validate_datalist
 from ..handlers.figures import save_image_grid
-from ..utils import replace_directory
-from .synthesis import write_image
+from ..transforms import seeds_to_pseudo_label
+from ..utils import atomic_write_datalist, atomic_write_image, atomic_write_json, replace_directory
 
 __all__ = ["SEED_METHODS", "PseudoLabelWriter", "class_activation_maps", "peak_response_seeds", "resize_maps"]
 
@@ -93,7 +92,7 @@ class PseudoLabelWriter:
     The seed and pseudo-label step of weakly supervised segmentation: for every tagged image, localisation maps of
     its present classes from a trained multi-label classifier (``seed_method``: ``"cam"``, ``"advcam"`` or
     ``"prm"``), resized to the image's own size, turned into a label map by
-    :py:func:`~monai_wsss.attribution.seeds_to_pseudo_label` (background score ``bg_threshold``; an image without any
+    :py:func:`~monai_wsss.transforms.seeds_to_pseudo_label` (background score ``bg_threshold``; an image without any
     positive tag is all background), written as ``labels/<image name>.png`` (or NIfTI for 3D) with a
     decathlon-style ``dataset.json`` into ``output_dir`` (training: original image + pseudo-label + tags; test: the
     ``test_items`` with their real masks), so a segmentation bundle trains on it with one ``--dataset_dir``.
@@ -108,7 +107,7 @@ class PseudoLabelWriter:
     ``panel_path``.
 
     Args:
-        network: trained classifier (e.g. :py:class:`~monai_wsss.attribution.CAMClassifier`).
+        network: trained classifier (e.g. :py:class:`~monai_wsss.networks.CAMClassifier`).
         items: dicts with ``image`` (path), ``class_labels`` (multi-hot, see
             :py:func:`~monai_wsss.data.load_tagged_datalist`) and optionally ``label`` (path, for scoring only).
         output_dir: pseudo-label dataset folder to create (an existing one is replaced).
@@ -231,7 +230,7 @@ class PseudoLabelWriter:
                     pseudo = seeds_to_pseudo_label(fg, tags[j : j + 1], self.bg_threshold, normalise=True)[0]
                     if tags[j].sum() == 0:
                         negatives_background &= bool((pseudo == 0).all())
-                    write_image(os.path.join(tmp, "labels", names[n]), pseudo.cpu().to(torch.uint8))
+                    atomic_write_image(os.path.join(tmp, "labels", names[n]), pseudo.cpu().to(torch.uint8))
                     entry = {"image": os.path.abspath(item["image"]), "label": f"labels/{names[n]}"}
                     entry["class_labels"] = [int(v) for v in tags[j].tolist()]
                     training.append(entry)
@@ -270,8 +269,7 @@ class PseudoLabelWriter:
                 "training": training,
                 "test": test,
             }
-            with open(os.path.join(tmp, "dataset.json"), "w") as f:
-                json.dump(meta, f, indent=2)
+            atomic_write_datalist(os.path.join(tmp, "dataset.json"), meta)
             seconds = time.perf_counter() - start
             metrics = {
                 "seed_method": self.seed_method,
@@ -297,8 +295,7 @@ class PseudoLabelWriter:
                 metrics["fg_iou_by_threshold"] = {str(t): float(v) for t, v in zip(IOU_THRESHOLDS, by_thr, strict=True)}
                 best = int(np.argmax(by_thr))
                 metrics["best_threshold"] = {"threshold": IOU_THRESHOLDS[best], "fg_iou": float(by_thr[best])}
-            with open(os.path.join(tmp, "seed_metrics.json"), "w") as f:
-                json.dump(metrics, f, indent=2)
+            atomic_write_json(os.path.join(tmp, "seed_metrics.json"), metrics)
             replace_directory(tmp, self.output_dir)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

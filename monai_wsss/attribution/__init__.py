@@ -1,8 +1,9 @@
-"""Attribution maps for weakly supervised segmentation: CAM classifier, per-sample CAM/Grad-CAM, AdvCAM, PRM, seeds."""
+"""Attribution algorithms for weakly supervised segmentation: per-sample CAM / Grad-CAM, AdvCAM, PRM and PRM instance
+retrieval. The classifier they explain (``CAMClassifier``) is in :py:mod:`monai_wsss.networks`, seeds to pseudo-labels
+(``SeedsToPseudoLabel``) in :py:mod:`monai_wsss.transforms`."""
 
 from .advcam import AdvCAM, advcam_reference
 from .cam import PerSampleCAM, PerSampleGradCAM, PerSampleModelWithHooks, max_normalizer, per_sample_class_index
-from .classifier import CAMClassifier, resnet_cam_classifier
 from .instances import (
     PeakInstanceRetrieval,
     instances_to_maps,
@@ -12,7 +13,6 @@ from .instances import (
     superpixel_proposals,
 )
 from .prm import PeakResponseMapping, PeakStimulation, PeakStimulationFunction, find_peaks
-from .seeds import SeedsToPseudoLabel, seeds_to_pseudo_label
 
 __all__ = [
     "AdvCAM",
@@ -22,8 +22,6 @@ __all__ = [
     "PerSampleModelWithHooks",
     "max_normalizer",
     "per_sample_class_index",
-    "CAMClassifier",
-    "resnet_cam_classifier",
     "PeakResponseMapping",
     "PeakStimulation",
     "PeakStimulationFunction",
@@ -34,6 +32,4 @@ __all__ = [
     "mask_nms",
     "proposal_scores",
     "superpixel_proposals",
-    "SeedsToPseudoLabel",
-    "seeds_to_pseudo_label",
 ]

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from monai.config import NdarrayOrTensor
 from monai.utils import convert_to_numpy
 
-from ..active.supervoxels import Supervoxels
+from ..transforms.supervoxels import Supervoxels
 
 __all__ = [
     "superpixel_proposals",
@@ -96,7 +96,7 @@ def superpixel_proposals(
     Args:
         image: channel-first ``(C, *spatial)`` image, 2D or 3D, intensities scaled as the classifier sees them.
         n_segments: SLIC region counts, one over-segmentation (and hierarchy) per value.
-        compactness: SLIC compactness (see :py:class:`~monai_wsss.active.Supervoxels`).
+        compactness: SLIC compactness (see :py:class:`~monai_wsss.transforms.Supervoxels`).
         hierarchy: add the regions of the merge hierarchy.
         min_size: smallest proposal in pixels.
 

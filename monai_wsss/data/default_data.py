@@ -31,7 +31,6 @@ renamed into place when complete, so an interrupted build leaves nothing half-wr
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
@@ -39,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..utils import atomic_write_datalist
 from .microscopy import NUCLEI_DATASET, build_nuclei_tiles_dataset
 from .tagging import TAGGED_NUCLEI_DATASET, build_tagged_nuclei_dataset  # noqa: F401 (found by _BUILDERS)
 
@@ -174,8 +174,7 @@ def build_brain_t1_dataset(out_dir: str) -> str:
         "numTest": len(lists["test"]),
         **lists,
     }
-    with open(os.path.join(out_dir, "dataset.json"), "w") as f:
-        json.dump(meta, f, indent=2)
+    atomic_write_datalist(os.path.join(out_dir, "dataset.json"), meta)
     return out_dir
 
 
@@ -256,8 +255,7 @@ def build_mni152_tissue_dataset(
         "numTest": len(lists["test"]),
         **lists,
     }
-    with open(os.path.join(out_dir, "dataset.json"), "w") as f:
-        json.dump(meta, f, indent=2)
+    atomic_write_datalist(os.path.join(out_dir, "dataset.json"), meta)
     return out_dir
 
 

@@ -11,11 +11,12 @@ test pixel is ever seen in training. Nothing is downloaded.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from collections.abc import Callable
 
 import numpy as np
+
+from ..utils import atomic_write_datalist
 
 __all__ = ["NUCLEI_DATASET", "build_nuclei_tiles_dataset"]
 
@@ -152,6 +153,5 @@ def build_nuclei_tiles_dataset(out_dir: str, tile: int = 128, test_columns: int 
         "numTest": len(lists["test"]),
         **lists,
     }
-    with open(os.path.join(out_dir, "dataset.json"), "w") as f:
-        json.dump(meta, f, indent=2)
+    atomic_write_datalist(os.path.join(out_dir, "dataset.json"), meta)
     return out_dir

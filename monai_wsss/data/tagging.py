@@ -16,12 +16,12 @@ name the same classes after background, in order, when both are given.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
+from ..utils import atomic_write_datalist
 from .microscopy import _read_stardist_sample, _write_tiles
 from .validation import DatasetError, read_datalist
 
@@ -85,8 +85,7 @@ def build_tagged_nuclei_dataset(out_dir: str, tile: int = 32, test_columns: int 
         "numTest": len(lists["test"]),
         **lists,
     }
-    with open(os.path.join(out_dir, "dataset.json"), "w") as f:
-        json.dump(meta, f, indent=2)
+    atomic_write_datalist(os.path.join(out_dir, "dataset.json"), meta)
     return out_dir
 
 

@@ -10,6 +10,8 @@ import re
 import torch
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
+from ..compat import make_checkpoint_saver_atomic
+
 __all__ = ["AtomicCheckpointSaver", "ResumeCheckpointLoader", "latest_checkpoint", "load_model_weights"]
 
 
@@ -29,9 +31,7 @@ class AtomicCheckpointSaver(CheckpointSaver):
     def __init__(self, *args, save_engine_as: str | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.save_engine_as = save_engine_as
-        for ckpt in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
-            if ckpt is not None:
-                ckpt.save_handler._atomic = True  # MONAI builds its DiskSavers with atomic=False
+        make_checkpoint_saver_atomic(self)
 
     def attach(self, engine) -> None:
         if self.save_engine_as:

@@ -10,16 +10,11 @@ import numpy as np
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from ..utils import atomic_path
+from ..utils import atomic_write_csv, atomic_write_figure
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = ["LearningCurveWriter", "OverlayPNGSaver", "SynthesisGridSaver", "save_image_grid", "save_overlay_png"]
-
-
-def _atomic_savefig(fig, path: str) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
 
 
 def _np(x) -> np.ndarray:
@@ -73,7 +68,7 @@ def save_overlay_png(path: str, image, masks: dict[str, object], title: str = ""
             ax.imshow(shown, cmap=colour, alpha=0.5, vmin=0, vmax=1, origin="lower")
         ax.set_title(name)
     fig.suptitle(title, fontsize=9)
-    _atomic_savefig(fig, path)
+    atomic_write_figure(path, fig)
     plt.close(fig)
 
 
@@ -118,7 +113,7 @@ def save_image_grid(
         axes[0, c].set_title(name)
     if title:
         fig.suptitle(title, fontsize=9)
-    _atomic_savefig(fig, path)
+    atomic_write_figure(path, fig)
     plt.close(fig)
 
 
@@ -267,10 +262,7 @@ class LearningCurveWriter:
         os.makedirs(self.output_dir, exist_ok=True)
         fields = list(dict.fromkeys(k for r in self.rows for k in r))
         csv_path = os.path.join(self.output_dir, f"{self.name}.csv")
-        with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(self.rows)
+        atomic_write_csv(csv_path, self.rows, fields)
         fig, ax = plt.subplots(figsize=(6, 3.5))
         it = np.array([r["iteration"] for r in self.rows])
         for k in fields[1:]:
@@ -280,5 +272,5 @@ class LearningCurveWriter:
         ax.set_xlabel("iteration")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-        _atomic_savefig(fig, os.path.join(self.output_dir, f"{self.name}.png"))
+        atomic_write_figure(os.path.join(self.output_dir, f"{self.name}.png"), fig)
         plt.close(fig)

@@ -4,6 +4,7 @@ from .adversarial import FGSM, VAT, segmentation_cross_entropy
 from .cotraining import AdversarialDiversityLoss, JensenShannonDivergenceLoss, generalized_jsd, kl_divergence
 from .dual_task import DualTaskConsistencyLoss, LevelSetConsistencyLoss, smooth_heaviside
 from .mask_gan import LatentGANLoss
+from .partial_label import PartialLabelLoss
 from .pix2pix import ConditionalGANLoss
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "JensenShannonDivergenceLoss",
     "LatentGANLoss",
     "LevelSetConsistencyLoss",
+    "PartialLabelLoss",
     "generalized_jsd",
     "kl_divergence",
     "segmentation_cross_entropy",

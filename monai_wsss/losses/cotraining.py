@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.loss import _Loss
 
+from ..transforms.uncertainty import entropy
+
 __all__ = ["AdversarialDiversityLoss", "JensenShannonDivergenceLoss", "generalized_jsd", "kl_divergence"]
 
-_EPS = 1e-8
 
 
 def _stack(probs: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
@@ -18,10 +19,6 @@ def _stack(probs: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     if p.ndim < 3:
         raise ValueError(f"Expected S probability maps of shape (S, B, C, ...), got shape {tuple(p.shape)}.")
     return p
-
-
-def _entropy(p: torch.Tensor, dim: int) -> torch.Tensor:
-    return -(p * torch.log(p.clamp_min(_EPS))).sum(dim)
 
 
 def generalized_jsd(probs: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
@@ -39,7 +36,7 @@ def generalized_jsd(probs: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tenso
         (B, spatial...) tensor.
     """
     p = _stack(probs)
-    return _entropy(p.mean(0), dim=1) - _entropy(p, dim=2).mean(0)
+    return entropy(p.mean(0), dim=1) - entropy(p, dim=2).mean(0)
 
 
 def kl_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:

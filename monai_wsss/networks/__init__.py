@@ -1,6 +1,7 @@
 """Networks: 2D/3D, configured by ``spatial_dims``."""
 
 from .nets import (
+    CAMClassifier,
     DualTaskNet,
     DualTaskVNet,
     FeatureEmbedding,
@@ -10,10 +11,13 @@ from .nets import (
     SegmentationEnsemble,
     SelectOutput,
     discriminator_logits,
+    resnet_cam_classifier,
 )
 from .utils import frozen_norm_statistics
 
 __all__ = [
+    "CAMClassifier",
+    "resnet_cam_classifier",
     "DualTaskNet",
     "DualTaskVNet",
     "FeatureEmbedding",

@@ -1,4 +1,4 @@
-"""Transforms: array versions and their dictionary twins."""
+"""Transforms: array versions and their dictionary twins (one module per concept, or array.py / dictionary.py)."""
 
 from .array import DecodeLabelCodes, EnsembleDisagreement, OtsuForeground, QuantizeLabels, SignedDistanceMap
 from .dictionary import (
@@ -18,8 +18,35 @@ from .dictionary import (
     SignedDistanceMapd,
     SignedDistanceMapDict,
 )
+from .pseudo_label import SeedsToPseudoLabel, seeds_to_pseudo_label
+from .supervoxels import Supervoxels, SupervoxelsD, Supervoxelsd, SupervoxelsDict, relabel_consecutive
+from .uncertainty import (
+    UNCERTAINTY_MODES,
+    PixelUncertainty,
+    PixelUncertaintyD,
+    PixelUncertaintyd,
+    PixelUncertaintyDict,
+    entropy,
+    margin,
+    pairwise_entropy,
+)
 
 __all__ = [
+    "PixelUncertainty",
+    "PixelUncertaintyD",
+    "PixelUncertaintyDict",
+    "PixelUncertaintyd",
+    "SeedsToPseudoLabel",
+    "Supervoxels",
+    "SupervoxelsD",
+    "SupervoxelsDict",
+    "Supervoxelsd",
+    "UNCERTAINTY_MODES",
+    "entropy",
+    "margin",
+    "pairwise_entropy",
+    "relabel_consecutive",
+    "seeds_to_pseudo_label",
     "DecodeLabelCodes",
     "DecodeLabelCodesd",
     "DecodeLabelCodesD",

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from monai.networks.nets import UNet
 
-from monai_wsss.active import Supervoxels
 from monai_wsss.apps.active_learning import ActiveLearningLoop
 from monai_wsss.data import load_semisupervised_datalist
+from monai_wsss.transforms import Supervoxels
 
 
 def _lists(dataset_dir: str) -> dict:
@@ -117,7 +117,7 @@ def test_voxels_per_round_invalid(tmp_path, tiny_tissue_dataset):
 
 def test_retraining_loss_and_per_class_dice(tmp_path, tiny_tissue_dataset):
     """A given loss is the one minimised; each curve row carries the Dice of every foreground class."""
-    from monai_wsss.active import PartialLabelLoss
+    from monai_wsss.losses import PartialLabelLoss
 
     lists = _lists(tiny_tissue_dataset)
     calls = []

@@ -10,9 +10,10 @@ import pytest
 import torch
 from monai.transforms import LoadImage
 
-from monai_wsss.apps import PairSynthesizer, write_image
+from monai_wsss.apps import PairSynthesizer
 from monai_wsss.data import load_semisupervised_datalist
 from monai_wsss.networks import MaskToImageGenerator
+from monai_wsss.utils import atomic_write_image
 
 LABELS = {"0": "background", "1": "cytoplasm", "2": "nucleus"}
 
@@ -21,7 +22,7 @@ LABELS = {"0": "background", "1": "cytoplasm", "2": "nucleus"}
 def test_write_image_round_trips_through_monai_loader(tmp_path, shape, ext):
     a = np.random.RandomState(0).randint(0, 255, shape).astype(np.uint8)
     path = str(tmp_path / f"x{ext}")
-    write_image(path, a)
+    atomic_write_image(path, a)
     back = LoadImage(image_only=True, ensure_channel_first=True)(path)
     assert tuple(back.shape) == shape
     np.testing.assert_array_equal(np.asarray(back), a)
@@ -39,8 +40,8 @@ def _masks(n=3):
 
 def test_synthesised_dataset_is_valid_and_trains_a_bundle_datalist(tmp_path):
     real = [{"image": str(tmp_path / "real.png"), "label": str(tmp_path / "real_mask.png")}]
-    write_image(real[0]["image"], np.zeros((3, 32, 32), np.uint8))
-    write_image(real[0]["label"], np.ones((1, 32, 32), np.uint8))
+    atomic_write_image(real[0]["image"], np.zeros((3, 32, 32), np.uint8))
+    atomic_write_image(real[0]["label"], np.ones((1, 32, 32), np.uint8))
     out = PairSynthesizer(
         _generator(),
         _masks(),

@@ -14,12 +14,12 @@ from monai.transforms import Compose, EnsureTyped, LoadImage, LoadImaged, ScaleI
 from monai_wsss.apps import PseudoLabelWriter, resize_maps
 from monai_wsss.attribution import (
     AdvCAM,
-    CAMClassifier,
     PeakInstanceRetrieval,
     PeakResponseMapping,
     superpixel_proposals,
 )
 from monai_wsss.data import build_tagged_nuclei_dataset, load_semisupervised_datalist, load_tagged_datalist
+from monai_wsss.networks import CAMClassifier
 
 pytestmark = pytest.mark.filterwarnings("ignore:NvImgCodecPydicomReader")
 

@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from monai_wsss.apps import write_image
 from monai_wsss.data import DatasetError, describe_dataset
+from monai_wsss.utils import atomic_write_image
 
 
 def _folder(tmp_path, channels: int, labels: dict | None, training: bool = True):
-    write_image(str(tmp_path / "img.png"), np.zeros((channels, 12, 10), np.uint8))
-    write_image(str(tmp_path / "msk.png"), np.zeros((1, 12, 10), np.uint8))
+    atomic_write_image(str(tmp_path / "img.png"), np.zeros((channels, 12, 10), np.uint8))
+    atomic_write_image(str(tmp_path / "msk.png"), np.zeros((1, 12, 10), np.uint8))
     meta = {"training": [{"image": "img.png", "label": "msk.png"}] if training else [], "test": []}
     if labels is not None:
         meta["labels"] = labels

@@ -283,11 +283,11 @@ def test_dicom_image_with_label_from_loaded_affine(tmp_path):
 
 
 def test_label_transform_decodes_before_the_value_check(tmp_path):
-    from monai_wsss.apps import write_image
     from monai_wsss.transforms import DecodeLabelCodes
+    from monai_wsss.utils import atomic_write_image
 
-    write_image(str(tmp_path / "img.png"), np.zeros((3, 8, 8), np.uint8))
-    write_image(str(tmp_path / "msk.png"), np.array([[[0, 128, 255, 7]] * 8] * 1, np.uint8).repeat(2, axis=2))
+    atomic_write_image(str(tmp_path / "img.png"), np.zeros((3, 8, 8), np.uint8))
+    atomic_write_image(str(tmp_path / "msk.png"), np.array([[[0, 128, 255, 7]] * 8] * 1, np.uint8).repeat(2, axis=2))
     item = {"image": str(tmp_path / "img.png"), "label": str(tmp_path / "msk.png")}
     problems = validate_case(item, label_values=[0, 1, 2])
     assert len(problems) == 1 and "msk.png" in problems[0] and "[7, 128, 255]" in problems[0]

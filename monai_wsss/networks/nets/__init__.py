@@ -1,3 +1,4 @@
+from .cam_classifier import CAMClassifier, resnet_cam_classifier
 from .dual_task import DualTaskNet, DualTaskVNet, ReferenceVNetFeatures, SelectOutput
 from .embedding import FeatureEmbedding
 from .ensemble import SegmentationEnsemble
@@ -5,6 +6,8 @@ from .mask_gan import LatentMaskGenerator
 from .pix2pix import MaskToImageGenerator, discriminator_logits
 
 __all__ = [
+    "CAMClassifier",
+    "resnet_cam_classifier",
     "DualTaskNet",
     "DualTaskVNet",
     "FeatureEmbedding",

@@ -5,28 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from monai.networks.nets import UNet
 from monai.networks.utils import one_hot
 from torch import nn
 
+from ...compat import DecoderDropoutUNet
+
 __all__ = ["MaskToImageGenerator", "discriminator_logits"]
-
-
-class _DecoderDropoutUNet(UNet):
-    """MONAI UNet with dropout in the decoder's inner up-sampling layers only, as in the pix2pix generator (whose
-    dropout sits in the innermost decoder blocks); MONAI's ``dropout`` would put it in every layer."""
-
-    def __init__(self, *args, decoder_dropout: float = 0.5, **kwargs) -> None:
-        self._decoder_dropout = decoder_dropout  # read while super().__init__ builds the layers
-        super().__init__(*args, dropout=0.0, **kwargs)
-
-    def _get_up_layer(self, in_channels: int, out_channels: int, strides: int, is_top: bool) -> nn.Module:
-        encoder_dropout = self.dropout
-        self.dropout = 0.0 if is_top else self._decoder_dropout
-        try:
-            return super()._get_up_layer(in_channels, out_channels, strides, is_top)
-        finally:
-            self.dropout = encoder_dropout
 
 
 class MaskToImageGenerator(nn.Module):
@@ -74,7 +58,7 @@ class MaskToImageGenerator(nn.Module):
         if output_act not in acts:
             raise ValueError(f"output_act must be one of {list(acts)}, got {output_act!r}.")
         self.num_classes = num_classes
-        self.unet = _DecoderDropoutUNet(
+        self.unet = DecoderDropoutUNet(
             spatial_dims=spatial_dims,
             in_channels=num_classes,
             out_channels=out_channels,

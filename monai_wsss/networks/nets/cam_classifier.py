@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 
 import torch
 import torch.nn as nn
 from monai.networks.layers.factories import Conv
 from monai.networks.nets import ResNetFeatures
+
+from ...compat import unstride_resnet_block
 
 __all__ = ["CAMClassifier", "resnet_cam_classifier"]
 
@@ -52,6 +53,8 @@ class CAMClassifier(nn.Module):
     Example::
 
         >>> from monai.networks.nets import ResNetFeatures
+
+from ...compat import unstride_resnet_block
         >>> net = CAMClassifier(2, ResNetFeatures("resnet10", pretrained=False, spatial_dims=2), 512, num_classes=3)
         >>> net(torch.rand(2, 1, 64, 64)).shape
         torch.Size([2, 3])
@@ -110,22 +113,8 @@ def resnet_cam_classifier(
         raise ValueError(f"`output_stride` must be 16 or 32, got {output_stride}.")
     backbone = ResNetFeatures(model_name, pretrained=pretrained, spatial_dims=spatial_dims, in_channels=in_channels)
     if output_stride == 16:
-        _unstride_first_block(backbone.layer4[0], spatial_dims)
+        unstride_resnet_block(backbone.layer4[0], spatial_dims)
     stages: Sequence[int] = (
         [64, 64, 128, 256, 512] if _RESNET_LAST_CHANNELS[model_name] == 512 else [64, 256, 512, 1024, 2048]
     )
     return CAMClassifier(spatial_dims, backbone, stages[feature_index], num_classes, feature_index=feature_index)
-
-
-def _unstride_first_block(block: nn.Module, spatial_dims: int) -> None:
-    """Set the stride of a MONAI ResNet block (its strided conv and its shortcut) to 1, in place."""
-    one = (1,) * spatial_dims
-    for conv in (getattr(block, "conv1", None), getattr(block, "conv2", None)):
-        if isinstance(conv, nn.modules.conv._ConvNd) and conv.kernel_size != one:
-            conv.stride = one
-    down = block.downsample
-    if isinstance(down, partial):  # shortcut type "A": strided average pooling + zero padding
-        block.downsample = partial(down.func, *down.args, **{**down.keywords, "stride": 1})
-    elif isinstance(down, nn.Sequential) and isinstance(down[0], nn.modules.conv._ConvNd):  # type "B": 1x1 conv
-        down[0].stride = one
-    block.stride = 1

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 from monai.networks.blocks import Convolution
 
-from monai_wsss.attribution import CAMClassifier
+from monai_wsss.networks import CAMClassifier
 
 
 def tiny_backbone(spatial_dims: int, in_channels: int = 1, channels: int = 6, stride: int = 2) -> nn.Module:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_wsss.active import Supervoxels, relabel_consecutive
+from monai_wsss.transforms import Supervoxels, relabel_consecutive
 
 
 def _blobs(shape):

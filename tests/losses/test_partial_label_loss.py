@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_wsss.active import PartialLabelLoss
+from monai_wsss.losses import PartialLabelLoss
 
 
 def _case(seed=0, spatial=(5, 4, 3)):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from monai_wsss.active import Supervoxels, SupervoxelsD, Supervoxelsd, SupervoxelsDict
+from monai_wsss.transforms import Supervoxels, SupervoxelsD, Supervoxelsd, SupervoxelsDict
 
 
 def test_dict_matches_array():

@@ -4,7 +4,7 @@ import pytest
 import torch
 from attribution_helpers import tiny_classifier
 
-from monai_wsss.attribution import resnet_cam_classifier
+from monai_wsss.networks import resnet_cam_classifier
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])

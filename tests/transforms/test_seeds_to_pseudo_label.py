@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_wsss.attribution import SeedsToPseudoLabel, seeds_to_pseudo_label
+from monai_wsss.transforms import SeedsToPseudoLabel, seeds_to_pseudo_label
 
 
 def test_threshold_argmax_and_negatives():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 
-import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, Transform
@@ -15,7 +14,6 @@ __all__ = [
     "entropy",
     "margin",
     "pairwise_entropy",
-    "region_mean",
     "PixelUncertainty",
     "PixelUncertaintyd",
     "PixelUncertaintyD",
@@ -65,41 +63,6 @@ def pairwise_entropy(probs: torch.Tensor, dim: int = 0) -> torch.Tensor:
 UNCERTAINTY_MODES = {"entropy": entropy, "margin": margin, "pairwise_entropy": pairwise_entropy}
 
 
-def region_mean(values: NdarrayOrTensor, regions: NdarrayOrTensor, num_regions: int | None = None) -> NdarrayOrTensor:
-    """
-    Mean of ``values`` over each region of an integer region map (ids ``0..R-1``, any spatial shape; the map may
-    carry a leading channel axis of size 1). ``values`` shaped like the map gives ``(R,)`` (a size-1 leading axis on
-    both is dropped); ``values`` shaped ``(C, *spatial)`` gives ``(R, C)``. Empty regions give 0. Computed by bincount
-    (``torch.index_add``), so it runs on the device of ``values``; the output type follows ``values``.
-    """
-    v = convert_to_tensor(values, track_meta=False)
-    r = convert_to_tensor(regions, track_meta=False).to(device=v.device).long()
-    if r.ndim == v.ndim and r.shape[0] == 1 and v.shape[0] == 1:
-        v, r = v[0], r[0]
-    elif r.ndim == v.ndim and r.shape[0] == 1:
-        r = r[0]
-    if r.ndim == v.ndim:
-        vv = v.reshape(1, -1)
-        squeeze = True
-    elif r.ndim == v.ndim - 1:
-        vv = v.reshape(v.shape[0], -1)
-        squeeze = False
-    else:
-        raise ValueError(f"`values` {tuple(v.shape)} and `regions` {tuple(r.shape)} do not match.")
-    if vv.shape[1] != r.numel():
-        raise ValueError(f"`values` {tuple(v.shape)} and `regions` {tuple(r.shape)} have different spatial sizes.")
-    flat = r.reshape(-1)
-    if flat.numel() and int(flat.min()) < 0:
-        raise ValueError("`regions` must hold non-negative ids.")
-    n = int(num_regions) if num_regions is not None else (int(flat.max()) + 1 if flat.numel() else 0)
-    vv = vv.to(torch.float64 if vv.dtype == torch.float64 else torch.float32)
-    sums = torch.zeros(n, vv.shape[0], dtype=vv.dtype, device=vv.device).index_add_(0, flat, vv.T)
-    counts = torch.bincount(flat, minlength=n).to(vv.dtype).clamp_min(1)
-    out = sums / counts[:, None]
-    out = out[:, 0] if squeeze else out
-    return convert_to_dst_type(out, values)[0] if isinstance(values, np.ndarray) else out
-
-
 class PixelUncertainty(Transform):
     """
     Per-pixel feature uncertainty of channel-first class probabilities ``(K, H, W[, D])`` (softmax output, MC
@@ -134,7 +97,7 @@ class PixelUncertainty(Transform):
 
 class PixelUncertaintyd(MapTransform):
     """
-    Dictionary-based wrapper of :py:class:`monai_wsss.active.PixelUncertainty`: writes the uncertainty map of
+    Dictionary-based wrapper of :py:class:`monai_wsss.transforms.PixelUncertainty`: writes the uncertainty map of
     ``key`` to ``f"{key}_{postfix}"``.
 
     Args:

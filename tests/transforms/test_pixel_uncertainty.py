@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from monai_wsss.active import PixelUncertainty, PixelUncertaintyd, entropy, margin, pairwise_entropy, region_mean
+from monai_wsss.active import region_mean
+from monai_wsss.transforms import PixelUncertainty, PixelUncertaintyd, entropy, margin, pairwise_entropy
 
 
 def test_entropy_hand_values():

@@ -140,7 +140,7 @@ class Supervoxels(Transform):
 
 class Supervoxelsd(MapTransform):
     """
-    Dictionary-based wrapper of :py:class:`monai_wsss.active.Supervoxels`: writes the region map of ``key`` to
+    Dictionary-based wrapper of :py:class:`monai_wsss.transforms.Supervoxels`: writes the region map of ``key`` to
     ``f"{key}_{postfix}"`` and keeps the image.
 
     Args:
