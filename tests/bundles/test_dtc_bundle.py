@@ -20,7 +20,7 @@ BUNDLE = os.path.join(REPO, "bundles", "dtc_semisupervised_seg")
 CONFIGS = os.path.join(BUNDLE, "configs")
 META = os.path.join(CONFIGS, "metadata.json")
 SCHEMA = os.path.join(REPO, "monai_wsss", "schemas", "meta_schema_20240725.json")
-SMALL = {"patch_size": [32, 32, 32], "network_def#features": 8, "num_workers": 0}
+SMALL = {"roi_size": [32, 32, 32], "network_def#features": 8, "num_workers": 0}
 
 
 def _train_overrides(tmp: str, dataset_dir: str, **kw) -> dict:
@@ -29,7 +29,7 @@ def _train_overrides(tmp: str, dataset_dir: str, **kw) -> dict:
         dataset_dir=dataset_dir,
         ckpt_dir=os.path.join(tmp, "models"),
         output_dir=os.path.join(tmp, "outputs"),
-        num_iterations=4,
+        num_epochs=2,
         epoch_length=2,
         val_interval=1,
     )
@@ -72,7 +72,7 @@ def _infer(tmp: str, dataset_dir: str, ckpt: str, evaluate: bool, **kw) -> Confi
 def test_train_learns_on_real_crop_then_evaluates(tmp_path, tiny_brain_dataset):
     """60 iterations on a real T1 scan at 6 mm: the loss falls and the Dice on that scan exceeds 0.75 and Otsu."""
     tmp = str(tmp_path)
-    wf = _train(tmp, tiny_brain_dataset, num_iterations=60, epoch_length=10, val_interval=100)
+    wf = _train(tmp, tiny_brain_dataset, num_epochs=6, epoch_length=10, val_interval=100)
     trainer = wf.parser.get_parsed_content("train::trainer")
     assert trainer.state.iteration == 60
     assert trainer.state.unsup_weight == pytest.approx(1.0 * np.exp(-5 * (1 - 59 / 60) ** 2))
@@ -97,11 +97,11 @@ def test_train_learns_on_real_crop_then_evaluates(tmp_path, tiny_brain_dataset):
 
 def test_resume_continues_iterations_optimizer_and_lr(tmp_path, tiny_brain_dataset):
     tmp = str(tmp_path)
-    first = _train(tmp, tiny_brain_dataset, num_iterations=4, epoch_length=2, lr_step_iterations=5)
+    first = _train(tmp, tiny_brain_dataset, num_epochs=2, epoch_length=2, lr_step_iterations=5)
     opt1 = first.parser.get_parsed_content("optimizer").state_dict()
     assert sorted(os.listdir(os.path.join(tmp, "models"))) == ["checkpoint_epoch=2.pt", "model.pt"]
     # "killed" after 4 iterations; re-run asking for 8: it resumes at iteration 4
-    second = _train_workflow(tmp, tiny_brain_dataset, num_iterations=8, epoch_length=2, lr_step_iterations=5)
+    second = _train_workflow(tmp, tiny_brain_dataset, num_epochs=4, epoch_length=2, lr_step_iterations=5)
     trainer = second.parser.get_parsed_content("train::trainer")
     opt2 = second.parser.get_parsed_content("optimizer")
     seen, resumed_buf = [], []
@@ -148,9 +148,9 @@ def test_cli_train_and_evaluate(tmp_path, tiny_brain_dataset):
     tmp = str(tmp_path)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     common = ["--meta_file", META, "--bundle_root", BUNDLE, "--dataset_dir", tiny_brain_dataset]
-    small = ["--patch_size", "[32,32,32]", "--network_def#features", "8"]
+    small = ["--roi_size", "[32,32,32]", "--network_def#features", "8"]
     train = [sys.executable, "-m", "monai.bundle", "run", "--config_file", os.path.join(CONFIGS, "train.json")]
-    train += common + small + ["--num_iterations", "2", "--epoch_length", "2", "--ckpt_dir", f"{tmp}/models"]
+    train += common + small + ["--num_epochs", "1", "--epoch_length", "2", "--ckpt_dir", f"{tmp}/models"]
     train += ["--output_dir", f"{tmp}/outputs"]
     subprocess.run(train, check=True, env=env, capture_output=True)
     assert os.path.isfile(f"{tmp}/models/model.pt")
@@ -201,9 +201,33 @@ def test_schema_rejects_bad_metadata(tmp_path, change):
 def test_paper_override_holds_the_reference_schedule():
     with open(os.path.join(CONFIGS, "paper.json")) as f:
         paper = json.load(f)
-    assert paper["num_iterations"] == 6000 and paper["lr_step_iterations"] == 2500
+    assert paper["num_epochs"] * paper["epoch_length"] == 6000 and paper["lr_step_iterations"] == 2500
     assert paper["rampup_iterations"] == 6000 and paper["rampup_step_iterations"] == 150
-    assert paper["patch_size"] == [112, 112, 80] and paper["seed"] == 1337
+    assert paper["roi_size"] == [112, 112, 80] and paper["seed"] == 1337
+
+
+def test_schedule_keys_keep_the_iteration_counts():
+    """num_epochs x epoch_length is the run; the lr step and the ramp stay iteration counts (default and paper)."""
+    from monai.bundle import ConfigParser
+
+    default = ConfigParser()
+    default.read_config(os.path.join(CONFIGS, "train.json"))
+    assert default["num_epochs"] * default["epoch_length"] == 150  # the 150 iterations of version 0.1.0
+    assert default.get_parsed_content("lr_step_iterations") == 62  # lr x0.1 after iterations 62 and 124
+    assert default.get_parsed_content("rampup_iterations") == 150
+    assert default["train"]["trainer"]["max_epochs"] == "@num_epochs"
+    assert default["train"]["trainer"]["epoch_length"] == "@epoch_length"
+    paper = ConfigParser()
+    paper.read_config([os.path.join(CONFIGS, "train.json"), os.path.join(CONFIGS, "paper.json")])
+    assert paper.get_parsed_content("lr_step_iterations") == 2500
+    assert paper.get_parsed_content("rampup_iterations") == 6000
+    assert paper["num_epochs"] * paper["epoch_length"] == 6000
+    overlap = paper.get_parsed_content("validate::inferer#overlap")
+    assert overlap == pytest.approx([1 - 18 / 112, 1 - 18 / 112, 1 - 4 / 80])
+    for name in ("train.json", "inference.json", "paper.json"):
+        with open(os.path.join(CONFIGS, name)) as f:
+            keys = set(json.load(f))
+        assert not keys & {"patch_size", "num_iterations", "max_epochs", "epochs"}, (name, keys)
 
 
 def test_bad_dataset_gives_one_clear_error(tmp_path, tiny_brain_dataset):

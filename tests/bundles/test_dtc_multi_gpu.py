@@ -13,8 +13,8 @@ CONFIGS = os.path.join(BUNDLE, "configs")
 
 def test_torchrun_two_cpu_processes(tmp_path, tiny_brain_dataset):
     tmp = str(tmp_path)
-    args = ["--dataset_dir", tiny_brain_dataset, "--patch_size", "[32,32,32]", "--network_def#features", "8"]
-    args += ["--num_iterations", "4", "--epoch_length", "2", "--batch_labeled", "1", "--batch_unlabeled", "1"]
+    args = ["--dataset_dir", tiny_brain_dataset, "--roi_size", "[32,32,32]", "--network_def#features", "8"]
+    args += ["--num_epochs", "2", "--epoch_length", "2", "--batch_labeled", "1", "--batch_unlabeled", "1"]
     configs = [f"{CONFIGS}/train.json", f"{CONFIGS}/multi_gpu_train.json"]
     w0, w1 = run_two_cpu_ranks(tmp, configs, f"{CONFIGS}/metadata.json", BUNDLE, args)
     assert w0.keys() == w1.keys()
