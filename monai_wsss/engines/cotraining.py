@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from typing import Any
 
@@ -12,6 +12,7 @@ from monai.utils import CommonKeys as Keys
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_wsss.engines.semi_supervised import UNLABELED_IMAGE, SemiSupervisedTrainer, _to
+from monai_wsss.engines.step import optimization_step
 from monai_wsss.losses.adversarial import FGSM, VAT, segmentation_cross_entropy
 from monai_wsss.losses.cotraining import AdversarialDiversityLoss, JensenShannonDivergenceLoss
 from monai_wsss.networks.utils import frozen_norm_statistics
@@ -101,14 +102,19 @@ class CoTrainingTrainer(SemiSupervisedTrainer):
     epoch with two :py:class:`monai_wsss.handlers.ConsistencyWeightScheduler` (``attribute="cot_weight"`` /
     ``"adv_weight"``, ``step_iterations=epoch_length``): the paper's ``lambda_max exp(-5 (1 - e/E)^2)``.
     A phase whose weight is 0 throughout (``use_agreement`` / ``use_diversity`` False) is skipped, which gives the
-    paper's ablation variants. The standard ``IterationEvents`` fire as in MONAI's ``SupervisedTrainer``
-    (``FORWARD_COMPLETED`` after the supervised forward passes, ``LOSS_COMPLETED`` on the total).
+    paper's ablation variants. The iteration is :py:func:`monai_wsss.engines.step.optimization_step`, shared by every
+    monai_wsss trainer: the standard ``IterationEvents`` fire in the order ``FORWARD_COMPLETED`` (after the supervised
+    forward passes, before ``SUPERVISED_COMPLETED``), ``LOSS_COMPLETED`` (on the total, after
+    ``DIVERSITY_COMPLETED``), ``BACKWARD_COMPLETED``, ``MODEL_COMPLETED``; ``amp=True`` autocasts the phases and scales
+    the backward / step with a ``torch.amp.GradScaler``, both for the device type of ``device`` (CPU: bfloat16).
 
     One optimiser over the ensemble's parameters updates each member independently when it is element-wise
     (Adam, SGD without weight coupling): that equals S per-member optimisers with the same settings; use
     ``SegmentationEnsemble.param_groups()`` for per-member settings.
 
     Args:
+        device, max_epochs, train_data_loader, optimizer: as :py:class:`monai.engines.SupervisedTrainer`.
+        network: the ensemble (positional, in ``SupervisedTrainer``'s place, or by keyword).
         loss_function: supervised loss ``(logits, label) -> scalar`` (the paper: cross-entropy; default
             :py:func:`monai_wsss.losses.segmentation_cross_entropy`).
         agreement_loss: default ``JensenShannonDivergenceLoss()`` (takes logits).
@@ -124,12 +130,20 @@ class CoTrainingTrainer(SemiSupervisedTrainer):
             ``eps`` on every voxel) enters them.
         other args: as :py:class:`SemiSupervisedTrainer`; ``prepare_batch`` defaults to
             ``PrepareEnsembleBatch(num_models=S)``.
+
+    Raises:
+        ValueError: ``network`` has no ``num_models`` >= 2; and as :py:class:`SemiSupervisedTrainer`.
     """
 
     def __init__(
         self,
-        *args: Any,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable | torch.utils.data.DataLoader,
+        network: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
         loss_function: Callable | None = None,
+        *args: Any,
         agreement_loss: Callable | None = None,
         diversity_loss: Callable | None = None,
         fgsm: FGSM | None = None,
@@ -141,7 +155,6 @@ class CoTrainingTrainer(SemiSupervisedTrainer):
         adversarial_norm_statistics: bool = False,
         **kwargs: Any,
     ) -> None:
-        network = kwargs.get("network", args[3] if len(args) > 3 else None)
         ensemble = getattr(network, "module", network)
         num_models = getattr(ensemble, "num_models", None)
         if num_models is None or num_models < 2:
@@ -150,7 +163,16 @@ class CoTrainingTrainer(SemiSupervisedTrainer):
                 f"`member=`), got {type(ensemble).__name__}."
             )
         kwargs.setdefault("prepare_batch", PrepareEnsembleBatch(num_models=num_models))
-        super().__init__(*args, loss_function=loss_function or segmentation_cross_entropy, **kwargs)
+        super().__init__(
+            device,
+            max_epochs,
+            train_data_loader,
+            network,
+            optimizer,
+            loss_function or segmentation_cross_entropy,
+            *args,
+            **kwargs,
+        )
         self.num_models = int(num_models)
         self.agreement_loss = agreement_loss or JensenShannonDivergenceLoss()
         self.diversity_loss = diversity_loss or AdversarialDiversityLoss()
@@ -212,21 +234,6 @@ class CoTrainingTrainer(SemiSupervisedTrainer):
             raise ValueError("Must provide batch data for current iteration.")
         xs, ys, x_u = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
         engine.state.output = {Keys.IMAGE: xs, Keys.LABEL: ys, UNLABELED_IMAGE: x_u}
-        engine.network.train()
-        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        if engine.amp and engine.scaler is not None:
-            with torch.autocast("cuda", **engine.amp_kwargs):
-                engine.state.output[Keys.LOSS] = self._phases(engine, xs, ys, x_u)
-            engine.fire_event(IterationEvents.LOSS_COMPLETED)
-            engine.scaler.scale(engine.state.output[Keys.LOSS]).backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.scaler.step(engine.optimizer)
-            engine.scaler.update()
-        else:
-            engine.state.output[Keys.LOSS] = self._phases(engine, xs, ys, x_u)
-            engine.fire_event(IterationEvents.LOSS_COMPLETED)
-            engine.state.output[Keys.LOSS].backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.optimizer.step()
-        engine.fire_event(IterationEvents.MODEL_COMPLETED)
-        return engine.state.output
+        return optimization_step(
+            engine, lambda: self._phases(engine, xs, ys, x_u), engine.network, engine.optimizer, engine.scaler
+        )

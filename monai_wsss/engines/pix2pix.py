@@ -7,13 +7,14 @@ from typing import Any
 
 import torch
 from monai.engines import Trainer
-from monai.engines.utils import default_metric_cmp_fn
+from monai.engines.utils import IterationEvents, default_metric_cmp_fn
 from monai.networks.utils import one_hot
 from monai.utils import CommonKeys as Keys
 from torch.optim import Optimizer
 
 from ..losses.pix2pix import ConditionalGANLoss
 from ..networks.nets.pix2pix import discriminator_logits
+from .step import GradScalerMixin, amp_device_type, optimization_step
 
 __all__ = ["Pix2PixTrainer", "PrepareMaskImageBatch", "PrepareOneHotMasks"]
 
@@ -59,7 +60,7 @@ class PrepareOneHotMasks:
         return one_hot(mask.long(), num_classes=self.num_classes).float()
 
 
-class Pix2PixTrainer(Trainer):
+class Pix2PixTrainer(GradScalerMixin, Trainer):
     """
     pix2pix training (Isola et al., "Image-to-image translation with conditional adversarial networks", CVPR 2017),
     as used by Bailo, Ham, Shin (CVPR Workshops 2019) to synthesise smear images from masks. Each iteration:
@@ -74,8 +75,17 @@ class Pix2PixTrainer(Trainer):
     MONAI's ``GanTrainer`` feeds G random latents and ``AdversarialTrainer`` judges images alone; neither conditions
     the discriminator on the mask, hence this trainer. It is a MONAI ``Trainer`` (an ignite ``Engine``), so MONAI
     handlers (checkpoints, lr schedules, stats) work as usual. The output of an iteration holds ``label`` (the mask,
-    one-hot as G sees it), ``image`` (real), ``pred`` (fake) and the floats ``loss`` (generator total), ``loss_g_adv``,
-    ``loss_l1`` and ``loss_d``.
+    one-hot as G sees it), ``image`` (real), ``pred`` (fake) and the scalar tensors ``loss`` (generator total),
+    ``loss_g_adv``, ``loss_l1`` and ``loss_d`` (no host sync per iteration; handlers convert them when they log).
+
+    Steps 2 and 3 are each one :py:func:`monai_wsss.engines.step.optimization_step`, the step shared by every
+    monai_wsss trainer, so the standard ``IterationEvents`` fire TWICE per iteration, in the same order each time:
+    ``FORWARD_COMPLETED``, ``LOSS_COMPLETED``, ``BACKWARD_COMPLETED``, ``MODEL_COMPLETED`` for the discriminator step
+    (``loss_d`` is its optimised entry, ``pred`` is set from its ``FORWARD_COMPLETED`` on), then the same four for the
+    generator step (``loss``, ``loss_g_adv``, ``loss_l1``). A handler that should act once per iteration listens to
+    ``ITERATION_COMPLETED``. With ``amp=True`` the forward passes run under autocast and each step goes through its
+    own ``torch.amp.GradScaler`` (``engine.d_scaler`` for the discriminator, ``engine.scaler`` for the generator, as
+    MONAI's ``AdversarialTrainer`` keeps one per optimiser), both for the device type of ``device`` (CPU: bfloat16).
 
     Args:
         device: device for the networks and batches.
@@ -91,8 +101,14 @@ class Pix2PixTrainer(Trainer):
         epoch_length: iterations per epoch (default: length of the loader).
         prepare_batch: returns ``(mask, image)``; default :py:class:`PrepareMaskImageBatch`.
         train_handlers: MONAI / ignite handlers.
-        amp: autocast the forward passes (CUDA).
+        amp: mixed precision: autocast the forward passes and scale each step's loss (any device with autocast).
+        amp_kwargs: arguments of ``torch.autocast`` (e.g. ``{"dtype": torch.float16}``).
+
+    Raises:
+        ValueError: ``amp=True`` on a device type without autocast.
     """
+
+    grad_scaler_attributes = ("scaler", "d_scaler")
 
     def __init__(
         self,
@@ -116,6 +132,7 @@ class Pix2PixTrainer(Trainer):
         amp: bool = False,
         decollate: bool = False,
         optim_set_to_none: bool = False,
+        amp_kwargs: dict | None = None,
     ) -> None:
         super().__init__(
             device=device,
@@ -132,7 +149,11 @@ class Pix2PixTrainer(Trainer):
             handlers=train_handlers,
             amp=amp,
             decollate=decollate,
+            amp_kwargs=amp_kwargs,
         )
+        if self.amp:
+            amp_device_type(self)  # fail at construction, not at the first iteration
+        self.d_scaler: torch.amp.GradScaler | None = None  # set with ``self.scaler`` at every run()
         self.generator = generator
         self.discriminator = discriminator
         self.g_optimizer = g_optimizer
@@ -143,48 +164,40 @@ class Pix2PixTrainer(Trainer):
         self.network = generator
         self.optimizer = g_optimizer
 
-    def _autocast(self):
-        return torch.autocast("cuda", **self.amp_kwargs) if self.amp else torch.autocast("cpu", enabled=False)
-
     def _iteration(self, engine: Pix2PixTrainer, batchdata: dict) -> dict[str, Any]:
         if batchdata is None:
             raise ValueError("must provide batch data for current iteration.")
         mask, real = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
         g, d, loss = engine.generator, engine.discriminator, engine.loss_function
-        g.train()
-        d.train()
         g_module = getattr(g, "module", g)  # DistributedDataParallel keeps the network in .module
         cond = g_module.encode_mask(mask) if hasattr(g_module, "encode_mask") else mask.float()
+        engine.state.output = out = {Keys.IMAGE: real, Keys.LABEL: cond}
+        fake_holder: list[torch.Tensor] = []
+
+        def discriminator_closure() -> dict[str, torch.Tensor]:
+            fake = g(mask)
+            fake_holder.append(fake)
+            out[Keys.PRED] = fake.detach()
+            # real and fake pairs in ONE discriminator pass (DistributedDataParallel expects one forward per backward)
+            both = d(torch.cat([torch.cat([cond, real], 1), torch.cat([cond, fake.detach()], 1)], 0))
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            return {"loss_d": loss.discriminator(*_halves(discriminator_logits(both), real.shape[0]))}
+
+        def generator_closure() -> dict[str, torch.Tensor]:
+            fake = fake_holder[0]
+            logits = d(torch.cat([cond, fake], 1))
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            loss_g, adv, l1 = loss.generator(logits, fake, real)
+            return {Keys.LOSS: loss_g, "loss_g_adv": adv, "loss_l1": l1}
+
+        optimization_step(engine, discriminator_closure, (g, d), engine.d_optimizer, engine.d_scaler, "loss_d")
         # freezing D for the generator step saves its weight gradients; under DDP its reducer expects them, so there
         # they are computed and then cleared by the next discriminator step instead
         freeze_d = not isinstance(d, torch.nn.parallel.DistributedDataParallel)
-        with engine._autocast():
-            fake = g(mask)
-
-        engine.d_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        with engine._autocast():
-            # real and fake pairs in ONE discriminator pass (DistributedDataParallel expects one forward per backward)
-            both = d(torch.cat([torch.cat([cond, real], 1), torch.cat([cond, fake.detach()], 1)], 0))
-            loss_d = loss.discriminator(*_halves(discriminator_logits(both), real.shape[0]))
-        loss_d.backward()
-        engine.d_optimizer.step()
-
         if freeze_d:
             d.requires_grad_(False)
-        engine.g_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        with engine._autocast():
-            loss_g, adv, l1 = loss.generator(d(torch.cat([cond, fake], 1)), fake, real)
-        loss_g.backward()
-        engine.g_optimizer.step()
-        if freeze_d:
-            d.requires_grad_(True)
-
-        return {
-            Keys.IMAGE: real,
-            Keys.LABEL: cond,
-            Keys.PRED: fake.detach(),
-            Keys.LOSS: loss_g.item(),
-            "loss_g_adv": adv.item(),
-            "loss_l1": l1.item(),
-            "loss_d": loss_d.item(),
-        }
+        try:
+            return optimization_step(engine, generator_closure, (g, d), engine.g_optimizer, engine.scaler)
+        finally:
+            if freeze_d:
+                d.requires_grad_(True)

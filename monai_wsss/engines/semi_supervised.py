@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents, PrepareBatch
 from monai.utils import CommonKeys as Keys
+
+from monai_wsss.engines.step import GradScalerMixin, amp_device_type, optimization_step
 
 __all__ = ["PrepareLabeledUnlabeledBatch", "SemiSupervisedTrainer", "UNLABELED_IMAGE"]
 
@@ -57,7 +59,7 @@ class PrepareLabeledUnlabeledBatch(PrepareBatch):
         return x, targets[0] if len(targets) == 1 else targets, x_u
 
 
-class SemiSupervisedTrainer(SupervisedTrainer):
+class SemiSupervisedTrainer(GradScalerMixin, SupervisedTrainer):
     """
     :py:class:`monai.engines.SupervisedTrainer` for semi-supervised learning. Each iteration:
 
@@ -65,12 +67,16 @@ class SemiSupervisedTrainer(SupervisedTrainer):
     2. ONE forward pass over ``cat([x_l, x_u])`` (BatchNorm sees labelled and unlabelled images together, as the
        DTC / UA-MT references); the labelled samples come first;
     3. ``loss_function(pred, targets, num_labeled=len(x_l), unsup_weight=engine.state.unsup_weight)`` returns the
-       total loss, or a dict of terms whose ``"loss"`` is the total; every term is stored in
-       ``engine.state.output`` so handlers can log it;
-    4. backward and optimiser step (AMP as in ``SupervisedTrainer``).
+       total loss, or a dict of terms whose ``"loss"`` is the total (the trainer loss contract of
+       :py:mod:`monai_wsss.engines.step`); every term is stored in ``engine.state.output`` so handlers can log it;
+    4. backward and optimiser step.
 
-    The standard ``IterationEvents`` fire at each stage, so MONAI handlers work unchanged. ``engine.state.unsup_weight``
-    (initially ``unsup_weight``) is the weight of the unlabelled term; ramp it with
+    Steps 2-4 are :py:func:`monai_wsss.engines.step.optimization_step`, shared by every monai_wsss trainer: the
+    standard ``IterationEvents`` fire in the order ``FORWARD_COMPLETED``, ``LOSS_COMPLETED``, ``BACKWARD_COMPLETED``,
+    ``MODEL_COMPLETED``, so MONAI handlers work unchanged. With ``amp=True`` the forward pass runs under autocast and
+    the backward / step through a ``torch.amp.GradScaler``, both for the device type of ``device`` (CPU: bfloat16).
+
+    ``engine.state.unsup_weight`` (initially ``unsup_weight``) is the weight of the unlabelled term; ramp it with
     :py:class:`monai_wsss.handlers.ConsistencyWeightScheduler`. Methods with other forward passes (several networks,
     adversarial examples, teachers) override :py:meth:`forward` and :py:meth:`compute_loss`.
 
@@ -82,6 +88,9 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         decollate: default False (labelled, unlabelled and joint tensors have different batch sizes).
         other args: as :py:class:`monai.engines.SupervisedTrainer`; ``prepare_batch`` defaults to
             :py:class:`PrepareLabeledUnlabeledBatch`.
+
+    Raises:
+        ValueError: ``accumulation_steps`` other than 1; ``amp=True`` on a device type without autocast.
     """
 
     def __init__(self, *args: Any, unsup_weight: float = 0.0, decollate: bool = False, **kwargs: Any) -> None:
@@ -89,19 +98,18 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         if kwargs.get("accumulation_steps", 1) != 1:
             raise ValueError("`accumulation_steps` is not supported by SemiSupervisedTrainer.")
         super().__init__(*args, decollate=decollate, **kwargs)
+        if self.amp:
+            amp_device_type(self)  # fail at construction, not at the first iteration
         self.state.unsup_weight = float(unsup_weight)
 
     def forward(self, engine: SemiSupervisedTrainer, x: torch.Tensor, x_u: torch.Tensor) -> Any:
         """One pass over the joint batch, labelled samples first."""
         return engine.inferer(torch.cat([x, x_u], dim=0), engine.network)
 
-    def compute_loss(self, engine: SemiSupervisedTrainer, pred: Any, targets: Any, num_labeled: int) -> torch.Tensor:
-        """Call the loss and store its terms in ``engine.state.output``; return the total."""
-        out = engine.loss_function(pred, targets, num_labeled=num_labeled, unsup_weight=engine.state.unsup_weight)
-        if isinstance(out, Mapping):
-            engine.state.output.update({k: v.detach() if k != Keys.LOSS else v for k, v in out.items()})
-            return out[Keys.LOSS]
-        return out
+    def compute_loss(self, engine: SemiSupervisedTrainer, pred: Any, targets: Any, num_labeled: int) -> Any:
+        """Call the loss with the trainer's named tensors; return its output (a scalar tensor or a dict of terms,
+        the loss contract of :py:mod:`monai_wsss.engines.step`)."""
+        return engine.loss_function(pred, targets, num_labeled=num_labeled, unsup_weight=engine.state.unsup_weight)
 
     def _iteration(self, engine: SemiSupervisedTrainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore
         if batchdata is None:
@@ -109,25 +117,9 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         x, targets, x_u = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
         engine.state.output = {Keys.IMAGE: x, Keys.LABEL: targets, UNLABELED_IMAGE: x_u}
 
-        def _compute_pred_loss() -> None:
-            engine.state.output[Keys.PRED] = self.forward(engine, x, x_u)
+        def closure() -> Any:
+            engine.state.output[Keys.PRED] = pred = self.forward(engine, x, x_u)
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            engine.state.output[Keys.LOSS] = self.compute_loss(engine, engine.state.output[Keys.PRED], targets, len(x))
-            engine.fire_event(IterationEvents.LOSS_COMPLETED)
+            return self.compute_loss(engine, pred, targets, len(x))
 
-        engine.network.train()
-        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        if engine.amp and engine.scaler is not None:
-            with torch.autocast("cuda", **engine.amp_kwargs):
-                _compute_pred_loss()
-            engine.scaler.scale(engine.state.output[Keys.LOSS]).backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.scaler.step(engine.optimizer)
-            engine.scaler.update()
-        else:
-            _compute_pred_loss()
-            engine.state.output[Keys.LOSS].backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.optimizer.step()
-        engine.fire_event(IterationEvents.MODEL_COMPLETED)
-        return engine.state.output
+        return optimization_step(engine, closure, engine.network, engine.optimizer, engine.scaler)
