@@ -1,6 +1,7 @@
 """Attribution algorithms for weakly supervised segmentation: per-sample CAM / Grad-CAM, AdvCAM, PRM and PRM instance
-retrieval. The classifier they explain (``CAMClassifier``) is in :py:mod:`monai_wsss.networks`, seeds to pseudo-labels
-(``SeedsToPseudoLabel``) in :py:mod:`monai_wsss.transforms`."""
+retrieval, and the seed methods built on them (the ``SeedMethod`` protocol: ``CAMSeeds``, ``AdvCAMSeeds``,
+``PRMSeeds``). The classifier they explain (``CAMClassifier``) is in :py:mod:`monai_wsss.networks`, seeds to
+pseudo-labels (``SeedsToPseudoLabel``) in :py:mod:`monai_wsss.transforms`."""
 
 from .advcam import AdvCAM, advcam_reference
 from .cam import PerSampleCAM, PerSampleGradCAM, PerSampleModelWithHooks, max_normalizer, per_sample_class_index
@@ -13,6 +14,7 @@ from .instances import (
     superpixel_proposals,
 )
 from .prm import PeakResponseMapping, PeakStimulation, PeakStimulationFunction, find_peaks
+from .seeds import AdvCAMSeeds, CAMSeeds, PRMSeeds, SeedMethod, check_tags, masked_max_normalise, resize_maps
 
 __all__ = [
     "AdvCAM",
@@ -32,4 +34,11 @@ __all__ = [
     "mask_nms",
     "proposal_scores",
     "superpixel_proposals",
+    "SeedMethod",
+    "CAMSeeds",
+    "AdvCAMSeeds",
+    "PRMSeeds",
+    "check_tags",
+    "masked_max_normalise",
+    "resize_maps",
 ]

@@ -1,4 +1,4 @@
-"""PseudoLabelWriter: seeds of each method to pseudo-label files + a datalist the data layer accepts, scored."""
+"""PseudoLabelWriter: the seeds of one seed method to pseudo-label files + a datalist the data layer accepts, scored."""
 
 from __future__ import annotations
 
@@ -10,12 +10,17 @@ import pytest
 import torch
 import torch.nn as nn
 from monai.transforms import Compose, EnsureTyped, LoadImage, LoadImaged, ScaleIntensityRanged
+from PIL import Image
 
-from monai_wsss.apps import PseudoLabelWriter, resize_maps
+from monai_wsss.apps import PseudoLabelWriter
 from monai_wsss.attribution import (
     AdvCAM,
+    AdvCAMSeeds,
+    CAMSeeds,
     PeakInstanceRetrieval,
     PeakResponseMapping,
+    PRMSeeds,
+    resize_maps,
     superpixel_proposals,
 )
 from monai_wsss.data import build_tagged_nuclei_dataset, load_semisupervised_datalist, load_tagged_datalist
@@ -51,19 +56,41 @@ PRE = Compose(
 )
 
 
+class Oracle:
+    """Toy seed method: the true mask of each image (by batch position) for its present classes."""
+
+    name = "oracle"
+
+    def __init__(self, items: list[dict], extra_classes: int = 0) -> None:
+        load = LoadImage(image_only=True, ensure_channel_first=True)
+        self.masks = torch.stack([torch.as_tensor(np.asarray(load(i["label"]))).float() for i in items])
+        self.extra = extra_classes
+
+    def __call__(self, images, tags):
+        maps = self.masks * tags[:, :1].view(-1, 1, 1, 1)
+        return torch.cat([maps] + [torch.zeros_like(maps)] * self.extra, 1)
+
+
+def _methods(net) -> dict:
+    return {
+        "cam": CAMSeeds(net),
+        "advcam": AdvCAMSeeds(AdvCAM(net, steps=2, flip=True)),
+        "prm": PRMSeeds(PeakResponseMapping(net)),
+    }
+
+
 @pytest.mark.parametrize("method", ["cam", "advcam", "prm"])
 def test_writer_each_method(tmp_path, tagged, method):
     net = _net()
     out = str(tmp_path / f"pl_{method}")
+    methods = _methods(net)
     writer = PseudoLabelWriter(
-        net,
         tagged["training"],
         out,
         tagged["classes"],
         PRE,
-        seed_method=method,
-        advcam=AdvCAM(net, steps=2, flip=True),
-        prm=PeakResponseMapping(net),
+        seed_method=methods[method],
+        panel_methods=list(methods.values()),
         batch_size=3,
         test_items=tagged["test"],
         panel_path=str(tmp_path / "panel.png"),
@@ -91,16 +118,10 @@ def test_writer_each_method(tmp_path, tagged, method):
 
 def test_seeds_are_scored_against_the_masks(tmp_path, tagged):
     """Using the true mask as the 'seed' map gives IoU 1 (checks the scoring, not the classifier)."""
-    net = _net()
-    writer = PseudoLabelWriter(net, tagged["training"], str(tmp_path / "pl"), tagged["classes"], PRE, "cam")
-    load = LoadImage(image_only=True, ensure_channel_first=True)
-
-    def oracle(method, images, labels):
-        masks = [torch.as_tensor(np.asarray(load(i["label"]))).float() for i in tagged["training"]]
-        return torch.stack(masks) * labels.view(-1, 1, 1, 1)
-
-    writer.maps = oracle  # one batch of all 8 images (batch_size 16)
+    oracle = Oracle(tagged["training"])  # one batch of all 8 images (batch_size 16)
+    writer = PseudoLabelWriter(tagged["training"], str(tmp_path / "pl"), tagged["classes"], PRE, oracle)
     metrics = writer.run()
+    assert metrics["seed_method"] == "oracle" and "prm_instances" not in metrics
     assert metrics["seed_fg_iou"] == pytest.approx(1.0, abs=0.02)  # tagged negatives may hold < 20 nucleus pixels
     assert metrics["best_threshold"]["fg_iou"] >= metrics["seed_fg_iou"] - 1e-6
 
@@ -109,10 +130,38 @@ def test_resize_maps_and_bad_arguments(tagged, tmp_path):
     m = torch.rand(2, 3, 16, 16)
     assert resize_maps(m, (8, 8)).shape == (2, 3, 8, 8) and resize_maps(m, (32, 32)).shape == (2, 3, 32, 32)
     torch.testing.assert_close(resize_maps(m, (8, 8)), torch.nn.functional.avg_pool2d(m, 2))
-    with pytest.raises(ValueError, match="needs an `advcam`"):
-        PseudoLabelWriter(_net(), tagged["training"], str(tmp_path), ["nucleus"], PRE, "advcam")
-    with pytest.raises(ValueError):
-        PseudoLabelWriter(_net(), tagged["training"], str(tmp_path), ["nucleus"], PRE, "gradcam++")
+    # a method name is no seed method (the bundle picks the object by `_target_`)
+    with pytest.raises(TypeError, match="must be callable"):
+        PseudoLabelWriter(tagged["training"], str(tmp_path), ["nucleus"], PRE, "advcam")
+    with pytest.raises(TypeError, match="must be callable"):
+        PseudoLabelWriter(tagged["training"], str(tmp_path), ["nucleus"], PRE, CAMSeeds(_net()), ["gradcam++"])
+    with pytest.raises(ValueError, match="no tagged image"):
+        PseudoLabelWriter([], str(tmp_path), ["nucleus"], PRE, CAMSeeds(_net()))
+
+
+class _Broken:
+    name = "broken"
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+
+    def __call__(self, images, tags):
+        return self.fn(images, tags)
+
+
+@pytest.mark.parametrize(
+    "fn,match",
+    [
+        (lambda x, t: torch.zeros(x.shape[0], 2, *x.shape[2:]), "expected maps of shape"),  # wrong K
+        (lambda x, t: torch.zeros(x.shape[0], 1, 8, 8), "expected maps of shape"),  # not at the image size
+        (lambda x, t: 2 * torch.ones(x.shape[0], 1, *x.shape[2:]), r"expected \[0, 1\]"),  # out of range
+    ],
+)
+def test_a_seed_method_breaking_the_protocol_fails_clearly(tmp_path, tagged, fn, match):
+    writer = PseudoLabelWriter(tagged["training"], str(tmp_path / "pl"), tagged["classes"], PRE, _Broken(fn))
+    with pytest.raises(ValueError, match=match):
+        writer.run()
+    assert not os.path.exists(tmp_path / "pl")
 
 
 def test_writer_prm_instances_gives_binary_instance_seeds(tmp_path, tagged):
@@ -121,20 +170,13 @@ def test_writer_prm_instances_gives_binary_instance_seeds(tmp_path, tagged):
     retrieval = PeakInstanceRetrieval(proposals=lambda x: superpixel_proposals(x, n_segments=(16,)))
     out = str(tmp_path / "pl_inst")
     writer = PseudoLabelWriter(
-        net,
-        tagged["training"],
-        out,
-        tagged["classes"],
-        PRE,
-        "prm",
-        prm=PeakResponseMapping(net),
-        prm_retrieval=retrieval,
+        tagged["training"], out, tagged["classes"], PRE, PRMSeeds(PeakResponseMapping(net), retrieval)
     )
     metrics = writer.run()
     assert metrics["prm_instances"] is True and metrics["negatives_all_background"] is True
     images = torch.stack([torch.as_tensor(PRE({"image": i["image"]})["image"]) for i in tagged["training"]])
     tags = torch.stack([torch.as_tensor(i["class_labels"]) for i in tagged["training"]])
-    seeds = writer.maps("prm", images, tags)
+    seeds = writer.maps(writer.seed_method, images, tags)
     assert all(v == 0 or abs(v - 1) < 1e-4 for v in seeds.unique().tolist())  # binary, up to the max-normaliser
     assert seeds[:5].sum() > 0 and seeds[5:].sum() == 0
     for b in range(5):
@@ -148,17 +190,62 @@ def test_writer_prm_instances_gives_binary_instance_seeds(tmp_path, tagged):
 def test_a_declared_class_absent_everywhere_is_left_out_of_the_mean(tmp_path, tagged):
     """A class in neither the truth nor the seeds has no IoU (None), instead of an IoU of 0 that lowers the mIoU."""
     items = [dict(i, class_labels=np.asarray([*i["class_labels"], 0.0], dtype=np.float32)) for i in tagged["training"]]
-    net = CAMClassifier(2, nn.Conv2d(1, 4, 3, padding=1), 4, num_classes=2)
-    writer = PseudoLabelWriter(net, items, str(tmp_path / "pl"), ["nucleus", "ghost"], PRE, "cam")
-    load = LoadImage(image_only=True, ensure_channel_first=True)
-
-    def oracle(method, images, labels):
-        masks = torch.stack([torch.as_tensor(np.asarray(load(i["label"]))).float() for i in items])
-        return torch.cat([masks * labels[:, :1].view(-1, 1, 1, 1), torch.zeros_like(masks)], 1)
-
-    writer.maps = oracle
+    writer = PseudoLabelWriter(items, str(tmp_path / "pl"), ["nucleus", "ghost"], PRE, Oracle(items, extra_classes=1))
     metrics = writer.run()
     assert metrics["seed_iou"]["ghost"] is None
     expected = (metrics["seed_background_iou"] + metrics["seed_iou"]["nucleus"]) / 2
     assert metrics["seed_miou"] == pytest.approx(expected)
     assert metrics["seed_miou"] > 0.9
+
+
+class ImageAsSeed:
+    """Toy seed method: the (scaled) image itself is the map of every present class."""
+
+    name = "image"
+
+    def __call__(self, images, tags):
+        return images[:, :1] * tags.view(*tags.shape, *[1] * (images.ndim - 2))
+
+
+def _hand_case(tmp_path, images: list[np.ndarray], truths: list[np.ndarray], tags: list[list[int]]) -> list[dict]:
+    items = []
+    for n, (img, truth, tag) in enumerate(zip(images, truths, tags, strict=True)):
+        Image.fromarray(img.astype(np.uint8)).save(tmp_path / f"img{n}.png")
+        Image.fromarray(truth.astype(np.uint8)).save(tmp_path / f"truth{n}.png")
+        items.append({"image": str(tmp_path / f"img{n}.png"), "label": str(tmp_path / f"truth{n}.png")})
+        items[-1]["class_labels"] = tag
+    return items
+
+
+def test_seed_iou_is_pooled_over_images_hand_case(tmp_path):
+    """
+    Two 4x4 images, classes a and b. Image 0 (tag a): seed on the top half, truth a on the left half. Image 1 (tag b):
+    seed on the first row, truth b everywhere. Pooled counts: a 4 / 12, b 4 / 16, background (4 + 0) / (12 + 12);
+    foreground (4 + 4) / (12 + 16) = 2/7 (a mean of per-image IoUs, as MONAI's MeanIoU takes, would give 7/24).
+    """
+    top, left, row = np.zeros((4, 4)), np.zeros((4, 4)), np.zeros((4, 4))
+    top[:2], left[:, :2], row[0] = 255, 1, 255
+    items = _hand_case(tmp_path, [top, row], [left, np.full((4, 4), 2)], [[1, 0], [0, 1]])
+    metrics = PseudoLabelWriter(items, str(tmp_path / "pl"), ["a", "b"], PRE, ImageAsSeed()).run()
+    assert metrics["seed_iou"] == pytest.approx({"a": 1 / 3, "b": 1 / 4})
+    assert metrics["seed_background_iou"] == pytest.approx(1 / 6)
+    assert metrics["seed_miou"] == pytest.approx((1 / 3 + 1 / 4 + 1 / 6) / 3)
+    assert metrics["seed_fg_iou"] == pytest.approx(8 / 28)
+    assert list(metrics["fg_iou_by_threshold"].values()) == pytest.approx([8 / 28] * 19)  # binary seeds
+    assert metrics["num_scored"] == 2 and metrics["seed_method"] == "image"
+    load = LoadImage(image_only=True, ensure_channel_first=True)
+    pseudo = [np.asarray(load(str(tmp_path / "pl" / "labels" / f"img{n}.png")))[0] for n in range(2)]
+    assert (pseudo[0] == np.asarray(load(items[0]["image"]))[0] / 255).all()  # class a (1) where the seed is
+    assert (pseudo[1] == 2 * np.asarray(load(items[1]["image"]))[0] / 255).all()  # class b (2) on the first row
+    meta = json.load(open(tmp_path / "pl" / "dataset.json"))
+    assert meta["seed_method"] == "image" and meta["name"] == "pseudo-labels (image)"
+
+
+def test_foreground_iou_is_any_class_vs_background(tmp_path):
+    """A seed of the wrong class on the right pixels: class IoUs 0, background in neither (None, left out of the
+    mean), foreground IoU 1."""
+    items = _hand_case(tmp_path, [np.full((4, 4), 255)], [np.ones((4, 4))], [[0, 1]])
+    metrics = PseudoLabelWriter(items, str(tmp_path / "pl"), ["a", "b"], PRE, ImageAsSeed()).run()
+    assert metrics["seed_iou"] == {"a": 0.0, "b": 0.0}
+    assert metrics["seed_background_iou"] == 0.0 and metrics["seed_miou"] == 0.0
+    assert metrics["seed_fg_iou"] == 1.0 and metrics["best_threshold"] == {"threshold": 0.05, "fg_iou": 1.0}
