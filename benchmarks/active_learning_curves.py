@@ -4,22 +4,28 @@ Learning curves of geometric active learning at a matched annotation budget (Kon
 and Multi-class Image Segmentation", CVIU 2019), run through ``monai_wsss.apps.active_learning.ActiveLearningLoop``,
 the loop of the bundle ``bundles/geometric_active_learning``.
 
-Protocol, per (dataset, seed, strategy):
+Protocol, per (dataset, seed, strategy): the bundle's own loop, engine, crops, augmentations and inferer, parsed from
+``bundles/geometric_active_learning/configs/train.json`` with overrides (:py:func:`bundle_overrides`: data, schedule,
+budget, strategy ``_target_``):
 
 - the loop runs ``--rounds`` rounds. Each round queries ``--voxels_per_round`` newly annotated voxels
   (``ActiveLearningLoop(voxels_per_round=...)``): supervoxels in score order, or planar patches one after another,
   until the budget is reached. The last region or patch may overshoot by less than its own size, so every strategy
   pays the same annotation cost per round. Round 0 is the same random seed query for every strategy of a seed.
-  The simulated annotator reveals the ground truth. The network is then retrained from the same initial weights
-  (seeded) for ``--iterations`` Adam steps on the partial labels (``PartialLabelLoss``), and Dice / IoU are measured
-  on the held-out cases (argmax; mean over the foreground classes and the held-out cases);
-- strategies: ``random``, ``entropy`` (mean voxel entropy per supervoxel), ``geometric`` (feature + geometric
-  uncertainty on the supervoxel graph), ``geometric_plane`` (planar patches by branch-and-bound, 3D only). On 2D
-  data the loop answers ``geometric_plane`` with ``geometric``'s region queries, so the curve would be identical;
-  it is not run there and is reported as ``= geometric``;
-- fully supervised reference, per (dataset, seed): the same network, initial weights and ``--iterations``,
-  trained once on every pool label (``ActiveLearningLoop.train`` with the complete label maps), scored on the same
-  held-out cases.
+  The simulated annotator reveals the ground truth. The network is then retrained by the bundle's
+  ``SupervisedTrainer`` for ``--num_epochs`` x ``--epoch_length`` Adam iterations on patches (``roi_size``) centred
+  on annotated voxels (``RandWeightedCropd`` on the annotated mask), with random flips and intensity jitter, loss
+  ``PartialLabelLoss``; from the seeded initial weights every round (``warm_start`` false, the bundle default;
+  ``--warm_start`` continues from the previous round). Dice / IoU are measured on the held-out cases through the
+  bundle's ``SlidingWindowInferer`` (argmax; mean over the foreground classes and the held-out cases);
+- strategies (``_target_`` classes of ``monai_wsss.active``): ``random``, ``entropy`` (mean voxel entropy per
+  supervoxel), ``geometric`` (feature + geometric uncertainty on the supervoxel graph), ``geometric_plane`` (planar
+  patches by branch-and-bound, 3D only); ``margin`` and ``pairwise_entropy`` on request. On 2D data
+  ``geometric_plane`` answers with ``geometric``'s region queries, so the curve would be identical; it is not run
+  there and is reported as ``= geometric``;
+- fully supervised reference, per (dataset, seed): the same bundle engine, initial weights and schedule, trained
+  once on every pool label (``ActiveLearningLoop.train`` with the complete label maps, so the crops are uniform over
+  the pool), scored on the same held-out cases, with its per-class Dice.
 
 Metrics per (dataset, strategy), over seeds:
     - ``area``: area under the Dice-vs-annotated-voxels curve by the trapezoid rule, on the common budget grid
@@ -54,7 +60,7 @@ How to run (from the repository root; one CPU thread)
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/active_learning_curves.py --resume        # continue / re-aggregate
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/active_learning_curves.py --datasets isbi2012_em --seeds 0 1 \\
         --out benchmarks/results/active_learning_curves_em.json
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/active_learning_curves.py --smoke         # about 2 minutes
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/active_learning_curves.py --smoke         # about 1 minute
 
 Outputs: ``--out`` (default ``benchmarks/results/active_learning_curves.json``, ``_smoke`` with ``--smoke``),
 rewritten atomically after every run: the arguments, each run's curve and scores, the fully supervised references
@@ -68,6 +74,8 @@ over seeds (band: min..max), the mean fully supervised Dice and its 90 % line. P
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import json
 import os
 import sys
@@ -84,14 +92,18 @@ sys.path.insert(0, REPO)
 
 DATASETS = ("default", "isbi2012_em")
 ALL_STRATEGIES = ("random", "entropy", "geometric", "geometric_plane")
+EXTRA_STRATEGIES = ("margin", "pairwise_entropy")
 DEFAULT_BUDGET = {"default": 5000, "isbi2012_em": 1000}
 EM_DIR = os.path.join(os.path.dirname(REPO), "shared", "data", "isbi2012_em")
+BUNDLE = os.path.join(REPO, "bundles", "geometric_active_learning")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    p.add_argument("--strategies", nargs="+", default=list(ALL_STRATEGIES), choices=list(ALL_STRATEGIES))
+    p.add_argument(
+        "--strategies", nargs="+", default=list(ALL_STRATEGIES), choices=list(ALL_STRATEGIES + EXTRA_STRATEGIES)
+    )
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--rounds", type=int, default=4, help="rounds per curve, round 0 included (default 4)")
     p.add_argument(
@@ -101,7 +113,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="annotated voxels per query: one value, or one per --datasets entry (default: default 5000, EM 1000)",
     )
-    p.add_argument("--iterations", type=int, default=20, help="Adam steps per round and for the reference")
+    p.add_argument("--num_epochs", type=int, default=8, help="epochs per round and for the reference")
+    p.add_argument("--epoch_length", type=int, default=50, help="iterations per epoch")
+    p.add_argument(
+        "--warm_start", action="store_true", help="retrain each round from the previous round (default: from scratch)"
+    )
+    p.add_argument(
+        "--em_roi_size", type=int, nargs=2, default=[128, 128], help="EM training crop / sliding window (2D)"
+    )
     p.add_argument("--learning_rate", type=float, default=1e-2)
     p.add_argument(
         "--dice_weight",
@@ -123,7 +142,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="1 seed, 2 rounds x 2 iterations, 300 voxels, EM at 128")
     args = p.parse_args(argv)
     if args.smoke:
-        args.seeds, args.rounds, args.iterations, args.voxels_per_round = args.seeds[:1], 2, 2, [300]
+        args.seeds, args.rounds, args.num_epochs, args.epoch_length = args.seeds[:1], 2, 1, 2
+        args.voxels_per_round = [300]
         args.em_downsample = max(args.em_downsample, 4)
     if args.voxels_per_round is None:
         args.voxels_per_round = [DEFAULT_BUDGET[ds] for ds in args.datasets]
@@ -189,51 +209,84 @@ def em_cases(args: argparse.Namespace) -> dict:
 
 
 # ---- runs ------------------------------------------------------------------------------------------------------
-def make_loop(data: dict, strategy: str, seed: int, run_dir: str, args: argparse.Namespace):
-    import torch
-    from monai.networks.nets import UNet
+STRATEGY_TARGETS = {
+    "random": {"_target_": "monai_wsss.active.RandomStrategy"},
+    "entropy": {"_target_": "monai_wsss.active.EntropyStrategy"},
+    "margin": {"_target_": "monai_wsss.active.MarginStrategy"},
+    "pairwise_entropy": {"_target_": "monai_wsss.active.PairwiseEntropyStrategy"},
+    "geometric": {
+        "_target_": "monai_wsss.active.GeometricStrategy",
+        "geometric_weight": "@geometric_weight",
+        "walk_steps": "@walk_steps",
+    },
+    "geometric_plane": {
+        "_target_": "monai_wsss.active.GeometricPlaneStrategy",
+        "plane_radius": "@plane_radius",
+        "plane_thickness": "@plane_thickness",
+        "plane_angles": "@plane_angles",
+        "geometric_weight": "@geometric_weight",
+        "walk_steps": "@walk_steps",
+    },
+}
 
-    from monai_wsss.apps.active_learning import ActiveLearningLoop
-    from monai_wsss.losses import PartialLabelLoss
-    from monai_wsss.transforms import Supervoxels
 
+@functools.cache
+def bundle_config() -> dict:
+    """The bundle's train.json, read once per process (a run started later sees the same config)."""
+    return read_json(os.path.join(BUNDLE, "configs", "train.json"))
+
+
+def bundle_overrides(data: dict, strategy: str, seed: int, run_dir: str, args: argparse.Namespace) -> dict:
+    """The overrides of ``bundles/geometric_active_learning/configs/train.json`` for one run (the bundle's engine,
+    crops, augmentations, inferer and loss; only the data, schedule and budget change)."""
     three_d = data["spatial_dims"] == 3
-    torch.manual_seed(seed)  # the same initial weights for every strategy and the reference of a seed
-    net = UNet(
-        data["spatial_dims"],
-        1,
-        data["num_classes"],
-        channels=(16, 32, 64),
-        strides=[(2, 2, 1), (2, 2, 1)] if three_d else [2, 2],
-        num_res_units=1,
-        norm="INSTANCE",
-    )
-    return ActiveLearningLoop(
-        net,
-        data["pool"],
-        data["heldout"],
-        run_dir,
-        strategy=strategy,
-        num_classes=data["num_classes"],
-        num_rounds=args.rounds,
-        num_iterations=args.iterations,
-        learning_rate=args.learning_rate,
-        supervoxels=Supervoxels(
-            n_segments=args.n_segments, compactness=0.1, cache_dir=os.path.join(args.work_dir, "supervoxel_cache")
-        ),
-        divisor=[4, 4, 1] if three_d else 4,
-        device=args.device,
-        seed=seed,
-        voxels_per_round=args.budget[data["name"]],
-        loss=PartialLabelLoss(dice_weight=args.dice_weight),
-    )
+    over = {
+        "bundle_root": BUNDLE,
+        "output_dir": run_dir,
+        "cache_dir": os.path.join(args.work_dir, "supervoxel_cache"),
+        "device": args.device,
+        "seed": seed,
+        "strategy": STRATEGY_TARGETS[strategy],
+        "num_rounds": args.rounds,
+        "voxels_per_round": args.budget[data["name"]],
+        "num_epochs": args.num_epochs,
+        "epoch_length": args.epoch_length,
+        "learning_rate": args.learning_rate,
+        "dice_weight": args.dice_weight,
+        "warm_start": args.warm_start,
+        "n_segments": args.n_segments,
+        "num_classes": data["num_classes"],
+        "image_channels": 1,
+        "train::handlers#0#_disabled_": True,  # no progress bar in the benchmark's logs
+        "loop#pool": data["pool"],
+        "loop#heldout": data["heldout"],
+        "train::dataset#data": data["pool"],
+    }
+    if not three_d:
+        over.update(
+            {"spatial_dims": 2, "network_strides": [2, 2], "divisible_by": [4, 4], "roi_size": args.em_roi_size}
+        )
+    return over
+
+
+def make_loop(data: dict, strategy: str, seed: int, run_dir: str, args: argparse.Namespace):
+    """The bundle's loop for one run, parsed from its train.json with :py:func:`bundle_overrides`; the bundle's
+    ``initialize`` (``set_determinism(seed)``) runs before the network is built, so every strategy and the
+    reference of a seed start from the same weights."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser(copy.deepcopy(bundle_config()))
+    parser.update(bundle_overrides(data, strategy, seed, run_dir, args))
+    parser.get_parsed_content("initialize")
+    return parser.get_parsed_content("loop")
 
 
 def full_reference(data: dict, seed: int, run_dir: str, args: argparse.Namespace) -> dict:
     """Same network, initial weights and iterations, trained on every pool label; cached in the run folder."""
     path = os.path.join(run_dir, "full_supervision.json")
     cached = read_json(path) if args.resume else None
-    if cached and cached.get("iterations") == args.iterations and cached.get("dice_weight", 0.0) == args.dice_weight:
+    schedule = {"num_epochs": args.num_epochs, "epoch_length": args.epoch_length, "dice_weight": args.dice_weight}
+    if cached and all(cached.get(k) == v for k, v in schedule.items()):
         return cached
     loop = make_loop(data, "random", seed, run_dir, args)
     t0 = time.time()
@@ -241,8 +294,7 @@ def full_reference(data: dict, seed: int, run_dir: str, args: argparse.Namespace
     dice, iou, per_class = loop.evaluate()
     rec = {
         "seed": seed,
-        "iterations": args.iterations,
-        "dice_weight": args.dice_weight,
+        **schedule,
         "dice": dice,
         "dice_per_class": per_class,
         "iou": iou,
@@ -314,6 +366,10 @@ def summarise(ds: str, runs: list[dict], refs: dict[int, dict], args: argparse.N
     pool = next(iter(refs.values()))["pool_voxels"]
     out = {
         "full_supervision_dice": _stat([r["dice"] for r in refs.values()]),
+        "full_supervision_dice_per_class": [
+            _stat([r["dice_per_class"][k] for r in refs.values()])
+            for k in range(len(next(iter(refs.values()))["dice_per_class"]))
+        ],
         "target_fraction": 0.9,
         "pool_voxels": pool,
         "compute_seconds": float(sum(r["seconds"] for r in runs) + sum(r["seconds"] for r in refs.values())),
@@ -334,6 +390,9 @@ def summarise(ds: str, runs: list[dict], refs: dict[int, dict], args: argparse.N
                 for k in range(len(mine[0].get("annotated_class_fractions", [])))
             ],
             "final_dice": _stat([r["dice"][-1] for r in mine]),
+            "final_dice_per_class": [
+                _stat([r["dice_per_class"][-1][k] for r in mine]) for k in range(len(mine[0]["dice_per_class"][-1]))
+            ],
             "final_annotated_voxels": _stat([r["annotated_voxels"][-1] for r in mine]),
             "budget_90_per_seed": reach,
             "budget_90_reached": f"{len(hit)}/{len(mine)}",
@@ -355,8 +414,14 @@ def print_table(ds: str, summary: dict, args: argparse.Namespace) -> None:
     print(
         f"\n{ds}: fully supervised Dice {ref['mean']:.3f} ± {ref['spread']:.3f} (pool {summary['pool_voxels']} "
         f"voxels; 90 % target per seed); {args.rounds} rounds x {args.budget[ds]} voxels, "
-        f"{args.iterations} iterations, seeds {args.seeds}; runs + references {summary['compute_seconds']:.0f} s"
+        f"{args.num_epochs} x {args.epoch_length} iterations, seeds {args.seeds}; "
+        f"runs + references {summary['compute_seconds']:.0f} s"
     )
+    per_ref = ", ".join(
+        f"class {k + 1} {a['mean']:.3f} ± {a['spread']:.3f}"
+        for k, a in enumerate(summary["full_supervision_dice_per_class"])
+    )
+    print(f"fully supervised per-class Dice: {per_ref}")
     print(f"{'strategy':<16} {'area (mean Dice)':>18} {'final Dice':>16} {'budget to 90 %':>30} {'s/run':>7}")
     for strategy, s in summary["strategies"].items():
         b = s["budget_90_mean_voxels"]
@@ -372,7 +437,10 @@ def print_table(ds: str, summary: dict, args: argparse.Namespace) -> None:
                 f"class {k + 1} {a['mean']:.3f} ± {a['spread']:.3f}" for k, a in enumerate(s["area_per_class"])
             )
             fr = ", ".join(f"{100 * f:.1f} %" for f in s["annotated_class_fractions"])
-            print(f"{'':<16} per-class area: {per}; annotated voxels per class: {fr}")
+            fin = ", ".join(
+                f"class {k + 1} {a['mean']:.3f} ± {a['spread']:.3f}" for k, a in enumerate(s["final_dice_per_class"])
+            )
+            print(f"{'':<16} per-class area: {per}; final per-class Dice: {fin}; annotated voxels per class: {fr}")
     if ds == "isbi2012_em" and "geometric_plane" in args.strategies:
         print(f"{'geometric_plane':<16} = geometric (2D: the loop queries geometric regions; not run)")
 
@@ -411,7 +479,9 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    results = {"args": vars(args), "datasets": {}}
+    cfg = bundle_config()
+    bundle_keys = ("roi_size", "batch_size", "num_samples", "learning_rate", "flip_prob", "intensity_prob")
+    results = {"args": vars(args), "bundle": {k: cfg[k] for k in bundle_keys}, "datasets": {}}
     t_all = time.time()
     for ds in args.datasets:
         data = default_cases() if ds == "default" else em_cases(args)

@@ -1,5 +1,6 @@
 """Active learning with geometric priors (Konyushkova, Sznitman, Fua; ICCV 2015, CVIU 2019): the algorithms only
-(region graph and geometric uncertainty, planar-patch search, annotation state and annotators). Its transforms
+(region graph and geometric uncertainty, planar-patch search, query strategies behind one protocol, annotation
+state and annotators). Its transforms
 (``Supervoxels``, ``PixelUncertainty``) are in :py:mod:`monai_wsss.transforms`, its loss (``PartialLabelLoss``) in
 :py:mod:`monai_wsss.losses`."""
 
@@ -17,9 +18,31 @@ from monai_wsss.active.geometry import (
 )
 from monai_wsss.active.planes import PlaneResult, PlaneSearch, axis_aligned_plane_search, plane_mask, unit_normal
 from monai_wsss.active.state import AnnotationState, FileAnnotator, SimulatedAnnotator
+from monai_wsss.active.strategies import (
+    EntropyStrategy,
+    FeatureUncertaintyStrategy,
+    GeometricPlaneStrategy,
+    GeometricStrategy,
+    MarginStrategy,
+    PairwiseEntropyStrategy,
+    QueryStrategy,
+    RandomStrategy,
+    available_regions,
+    fill_budget,
+)
 
 __all__ = [
     "AnnotationState",
+    "EntropyStrategy",
+    "FeatureUncertaintyStrategy",
+    "GeometricPlaneStrategy",
+    "GeometricStrategy",
+    "MarginStrategy",
+    "PairwiseEntropyStrategy",
+    "QueryStrategy",
+    "RandomStrategy",
+    "available_regions",
+    "fill_budget",
     "FileAnnotator",
     "PlaneResult",
     "PlaneSearch",

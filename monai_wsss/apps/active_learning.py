@@ -1,10 +1,12 @@
 """The active-learning loop of geometric active learning (Konyushkova, Sznitman, Fua; ICCV 2015, CVIU 2019):
-train on partial labels, score supervoxels, query regions or a planar patch, annotate, retrain; resumable."""
+score supervoxels with a query strategy, query regions or planar patches, annotate, retrain through a MONAI engine;
+resumable."""
 
 from __future__ import annotations
 
 import copy
 import csv
+import glob
 import logging
 import os
 import time
@@ -12,19 +14,42 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from ignite.engine import Events
+from monai.data import CacheDataset, Dataset
+from monai.inferers import Inferer
 from monai.metrics import DiceMetric, MeanIoU
 from monai.networks.utils import one_hot
-from monai.transforms import LoadImage
+from monai.transforms import DivisiblePad, LoadImage
 from monai.utils import look_up_option
 
-from monai_wsss.active import AnnotationState, FileAnnotator, PlaneSearch, RegionGraph, SimulatedAnnotator, region_mean
-from monai_wsss.losses import PartialLabelLoss
-from monai_wsss.transforms import Supervoxels, entropy
-from monai_wsss.utils import atomic_write_csv, atomic_write_figure, atomic_write_nifti, atomic_write_torch
+from monai_wsss.active import (
+    AnnotationState,
+    EntropyStrategy,
+    FileAnnotator,
+    GeometricPlaneStrategy,
+    GeometricStrategy,
+    MarginStrategy,
+    PairwiseEntropyStrategy,
+    QueryStrategy,
+    RandomStrategy,
+    SimulatedAnnotator,
+    available_regions,
+)
+from monai_wsss.handlers import LearningCurveWriter
+from monai_wsss.transforms import Supervoxels
+from monai_wsss.utils import atomic_write_csv, atomic_write_figure, atomic_write_nifti
 
 __all__ = ["ActiveLearningLoop", "STRATEGIES", "ANNOTATORS", "CURVE_FIELDS", "plot_learning_curves"]
 
-STRATEGIES = ("random", "entropy", "geometric", "geometric_plane")
+STRATEGIES: dict[str, type[QueryStrategy]] = {
+    "random": RandomStrategy,
+    "entropy": EntropyStrategy,
+    "margin": MarginStrategy,
+    "pairwise_entropy": PairwiseEntropyStrategy,
+    "geometric": GeometricStrategy,
+    "geometric_plane": GeometricPlaneStrategy,
+}
+"""The library's strategies by name (a name given as ``strategy`` builds the class with its defaults)."""
 ANNOTATORS = ("simulated", "file")
 CURVE_FIELDS = (
     "round",
@@ -40,6 +65,7 @@ CURVE_FIELDS = (
     "seconds",
 )
 MODEL_FILE = "model.pt"
+TRAIN_KEYS = ("image", "label", "annotated")
 
 
 def _read_csv(path: str) -> list[dict]:
@@ -84,126 +110,156 @@ class ActiveLearningLoop:
         Segmentation. ICCV 2015; (2019) Geometry in Active Learning for Binary and Multi-class Image Segmentation.
         CVIU 2019.
 
+    The loop only orchestrates rounds, annotation state and curves; what it trains with, how it predicts and how
+    it queries are handed to it (a bundle config builds them):
+
+    - ``trainer``: a MONAI engine (e.g. :py:class:`monai.engines.SupervisedTrainer`) whose ``network``,
+      ``optimizer``, ``loss_function`` (:py:class:`monai_wsss.losses.PartialLabelLoss`, which ignores unannotated
+      voxels), handlers (progress bar, :py:class:`monai_wsss.handlers.AtomicCheckpointSaver` of the final weights)
+      and schedule (``max_epochs`` epochs of ``epoch_length`` iterations) are those of one round's retraining. Its
+      ``data_loader`` reads a :py:class:`monai.data.Dataset` (not a cache dataset) whose ``data`` the loop sets
+      each round to the annotated pool cases, as dicts ``{"image": (C, *spatial) float, "label": (1, *spatial)
+      int64 with ignore_value on unannotated voxels, "annotated": (1, *spatial) float 0/1}``; the dataset's
+      transform does the rest (e.g. ``RandWeightedCropd`` with ``w_key="annotated"``: patches centred on annotated
+      voxels, random flips, intensity jitter);
+    - ``inferer``: e.g. :py:class:`monai.inferers.SlidingWindowInferer`, used for every prediction (scoring the pool
+      and evaluating the held-out cases) on the image padded at the end of each axis to a multiple of
+      ``divisible_by`` (edge values), cropped back after;
+    - ``strategy``: a :py:class:`monai_wsss.active.QueryStrategy` (or the name of a library one, see
+      ``STRATEGIES``).
+
     Round ``r`` (``0 .. num_rounds - 1``):
 
-    1. **query**: score the pool with the network of round ``r - 1`` (round 0 has no network: its query is a random
-       seed, identical for every strategy with the same ``seed``) and pick the budget in *one* pool case (the one
-       holding the best-scoring region): ``regions_per_round`` supervoxels, or for ``"geometric_plane"`` one planar
-       patch (:py:class:`monai_wsss.active.PlaneSearch`, branch-and-bound, disc of ``plane_radius`` voxels through
-       the centre of the most uncertain supervoxel; 2D data falls back to regions). With ``voxels_per_round`` set,
-       the budget is a number of newly annotated voxels instead, the same for every strategy: supervoxels are added
-       in score order (random order for ``"random"`` and round 0), and planar patches one after another (each
-       through the next most uncertain supervoxel not yet covered), until the query holds at least
-       ``voxels_per_round`` unannotated voxels; the last region or patch may overshoot by less than its own size.
-       Strategies: ``"random"``, ``"entropy"`` (mean voxel entropy per region), ``"geometric"`` (feature +
-       geometric uncertainty on the supervoxel graph, :py:class:`monai_wsss.active.RegionGraph`),
-       ``"geometric_plane"``.
+    1. **query**: round 0 has no network: its query is :py:class:`monai_wsss.active.RandomStrategy`'s, identical
+       for every strategy with the same ``seed``. Later rounds score the available (less than half annotated)
+       supervoxels of every pool case with ``strategy.score`` (from the network of round ``r - 1``), pick a case
+       with ``strategy.select_case`` (the one holding the best region) and ask ``strategy.propose`` for the query
+       under the budget: ``voxels_per_round`` newly annotated voxels (the same for every strategy; the last region
+       or planar patch may overshoot by less than its own size) or, when that is ``None``, ``regions_per_round``
+       supervoxels (one planar patch for :py:class:`monai_wsss.active.GeometricPlaneStrategy` in 3D).
     2. **annotate**: ``"simulated"`` reveals the ground truth inside the query; ``"file"`` writes the query mask to
        ``<output_dir>/<strategy>/queries/round_RRR_<case>.nii.gz`` and reads a person's label file
        ``<label_dir>/round_RRR_<case>.nii.gz`` (or ``.npy``), checked by :py:class:`monai_wsss.active.FileAnnotator`;
        when that file is missing, :py:meth:`run` stops and says which file it waits for (rerun when it is there).
        The answer is recorded in the case's :py:class:`monai_wsss.active.AnnotationState`
        (``<output_dir>/<strategy>/state/<case>/``), atomically.
-    3. **retrain** the network from its initial weights (seeded) for ``num_iterations`` steps of Adam on every pool
-       case with ``loss`` (default :py:class:`monai_wsss.losses.PartialLabelLoss`), and save it atomically to
-       ``<output_dir>/<strategy>/model.pt``.
+    3. **retrain** with ``trainer.run()`` on the annotated pool cases: from the network's initial weights
+       (``warm_start=False``, the default) or from the previous round's weights (``warm_start=True``); the
+       optimiser state is reset either way, and the random state of the crops / augmentations and of the data
+       order is seeded by ``seed + r``. The trainer's handlers write the weights (the bundle:
+       ``<output_dir>/<strategy>/model.pt``, atomically); the loop adds a
+       :py:class:`monai_wsss.handlers.LearningCurveWriter` per round (``<output_dir>/<strategy>/training/
+       round_RRR.{csv,png}``, the loss per iteration).
     4. **evaluate** Dice and IoU (mean over foreground classes, argmax prediction) on the held-out cases and rewrite
        ``<output_dir>/learning_curve_<strategy>.csv`` (one row per round) and ``.png`` atomically.
 
+    Why retraining from scratch is the default: every point of the curve is then a network trained with the same
+    schedule on that round's labels only, so the points (and the strategies) differ by their labels and not by how
+    much training each network has accumulated, and the fully supervised reference trained once with the same
+    schedule is directly comparable to every point; it also makes a resumed run independent of how the previous
+    round's training ended. Warm start is cheaper per round (the network keeps what it learnt) but the round-``r``
+    network has seen ``r + 1`` schedules.
+
     Resuming: a round is complete when its CSV row exists; :py:meth:`run` starts at the first missing row. A round
     whose query was recorded before a kill is not queried again (the recorded annotation is kept); a complete round
-    is never repeated, so rerunning with a larger ``num_rounds`` continues the curve.
+    is never repeated, so rerunning with a larger ``num_rounds`` continues the curve. The network of the last
+    complete round is read back from ``ckpt_path`` (the trainer's final checkpoint) when it exists, else retrained.
 
     Args:
-        network: segmentation network (logits ``BNH[WD]``); reinitialised to its initial weights every round.
+        trainer: the round's retraining engine (see above); its ``network`` is the loop's network.
+        inferer: the prediction inferer (see above).
         pool: pool cases, dicts with ``image`` and (simulated annotator) ``label`` file paths.
         heldout: evaluation cases with ``image`` and ``label``.
-        output_dir: folder of the state, model, curves.
-        strategy: one of ``STRATEGIES``.
+        output_dir: folder of the state, curves and (through the trainer's saver) the model.
+        strategy: query strategy object, or a name in ``STRATEGIES``.
         num_classes: number of classes (labels ``0..num_classes-1``).
         num_rounds: total number of rounds (including round 0, the random seed).
-        regions_per_round: supervoxels per query (all strategies but ``"geometric_plane"`` in 3D); ignored when
-            ``voxels_per_round`` is set.
-        voxels_per_round: matched annotation budget: newly annotated voxels per query, for every strategy (see
-            step 1); ``None`` (default) queries ``regions_per_round`` supervoxels or one planar patch.
-        num_iterations: training steps per round.
-        learning_rate: Adam learning rate.
+        regions_per_round: supervoxels per query when ``voxels_per_round`` is None.
+        voxels_per_round: matched annotation budget: newly annotated voxels per query, for every strategy;
+            ``None`` (default) queries ``regions_per_round`` supervoxels or one planar patch.
         supervoxels: :py:class:`monai_wsss.transforms.Supervoxels` instance (its ``cache_dir`` caches the maps).
-        geometric_weight: weight of the geometric term in the combined uncertainty.
-        walk_steps: random-walk steps on the region graph.
-        plane_radius, plane_thickness, plane_angles: disc radius (voxels), thickness (voxels) and
-            ``(n_theta, n_phi)`` orientation grid of the planar patch.
         annotator: ``"simulated"`` or ``"file"``.
         label_dir: folder of the person's label files (``"file"`` mode); default
             ``<output_dir>/<strategy>/annotations``.
-        ignore_value: label of unannotated voxels.
-        divisor: spatial sizes are padded to a multiple of this per axis before the network (e.g. ``[4, 4, 1]``
-            for a UNet with strides ``(2, 2, 1)`` twice).
-        device: torch device.
-        seed: seed of the random queries and of the training.
-        loss: the retraining loss ``(logits, target with ignore_value) -> scalar``; default
-            ``PartialLabelLoss(ignore_value=ignore_value)`` (cross-entropy on the annotated voxels). Its ignore value
-            must be ``ignore_value``.
+        ignore_value: label of unannotated voxels; the trainer's loss must ignore the same value.
+        divisible_by: padding divisor per spatial axis before the inferer (e.g. ``[4, 4, 1]`` for a UNet with
+            strides ``(2, 2, 1)`` twice); an int applies to every axis.
+        seed: seed of the random queries and of each round's training.
+        warm_start: retrain each round from the previous round's weights instead of the initial ones.
+        ckpt_path: the final weights the trainer's saver writes; default ``<output_dir>/<strategy>/model.pt``.
+
+    Raises:
+        ValueError: empty pool or held-out list, a non-positive round / region / voxel budget, duplicate pool case
+            names, a pool case without ``label`` for the simulated annotator, a loss ignoring another label, or an
+            unknown strategy name.
+        TypeError: the trainer's dataset is not a plain :py:class:`monai.data.Dataset`.
     """
 
     def __init__(
         self,
-        network: torch.nn.Module,
+        trainer,
+        inferer: Inferer,
         pool: Sequence[dict],
         heldout: Sequence[dict],
         output_dir: str,
-        strategy: str = "geometric",
+        strategy: QueryStrategy | str = "geometric",
         num_classes: int = 2,
         num_rounds: int = 4,
         regions_per_round: int = 10,
-        num_iterations: int = 30,
-        learning_rate: float = 1e-2,
+        voxels_per_round: int | None = None,
         supervoxels: Supervoxels | None = None,
-        geometric_weight: float = 1.0,
-        walk_steps: int = 1,
-        plane_radius: float | None = 12.0,
-        plane_thickness: float = 1.0,
-        plane_angles: Sequence[int] = (5, 16),
         annotator: str = "simulated",
         label_dir: str | None = None,
         ignore_value: int = -1,
-        divisor: Sequence[int] | int = 4,
-        device: str | torch.device = "cpu",
+        divisible_by: Sequence[int] | int = 4,
         seed: int = 0,
-        voxels_per_round: int | None = None,
-        loss: torch.nn.Module | None = None,
+        warm_start: bool = False,
+        ckpt_path: str | None = None,
     ) -> None:
-        self.strategy = look_up_option(strategy, STRATEGIES)
+        if isinstance(strategy, str):
+            strategy = look_up_option(strategy, STRATEGIES)()
+        for method in ("score", "propose", "select_case"):
+            if not callable(getattr(strategy, method, None)):
+                raise ValueError(
+                    f"`strategy` {strategy!r} has no `{method}` method (see monai_wsss.active.QueryStrategy)."
+                )
+        self.strategy = strategy
+        self.seed_strategy = RandomStrategy()
         self.annotator = look_up_option(annotator, ANNOTATORS)
         if not pool:
             raise ValueError("`pool` is empty: the active-learning loop needs at least one pool case.")
         if not heldout:
             raise ValueError("`heldout` is empty: the learning curve needs at least one labelled held-out case.")
-        if num_rounds < 1 or regions_per_round < 1 or num_iterations < 0:
-            raise ValueError(
-                f"need num_rounds >= 1, regions_per_round >= 1, num_iterations >= 0; got {num_rounds}, "
-                f"{regions_per_round}, {num_iterations}."
-            )
+        if num_rounds < 1 or regions_per_round < 1:
+            raise ValueError(f"need num_rounds >= 1 and regions_per_round >= 1; got {num_rounds}, {regions_per_round}.")
         if voxels_per_round is not None and voxels_per_round < 1:
             raise ValueError(f"`voxels_per_round` must be None or >= 1, got {voxels_per_round}.")
-        self.device = torch.device(device)
-        self.network = network.to(self.device)
+        dataset = getattr(getattr(trainer, "data_loader", None), "dataset", None)
+        if not isinstance(dataset, Dataset) or isinstance(dataset, CacheDataset):
+            raise TypeError(
+                f"the trainer's data loader must read a monai.data.Dataset whose `data` the loop sets each round, "
+                f"got {type(dataset).__name__}."
+            )
+        self.trainer, self.inferer, self.dataset = trainer, inferer, dataset
+        self.network = trainer.network
+        self.device = trainer.state.device if trainer.state.device is not None else torch.device("cpu")
         self.initial_state = copy.deepcopy(self.network.state_dict())
+        self.initial_optimizer_state = copy.deepcopy(trainer.optimizer.state_dict())
+        self.epoch_length = trainer.state.epoch_length or None
+        self.max_epochs = int(trainer.state.max_epochs or 1)
         self.output_dir = output_dir
         self.num_classes, self.num_rounds = int(num_classes), int(num_rounds)
-        self.regions_per_round, self.num_iterations = int(regions_per_round), int(num_iterations)
+        self.regions_per_round = int(regions_per_round)
         self.voxels_per_round = None if voxels_per_round is None else int(voxels_per_round)
-        self.learning_rate = float(learning_rate)
         self.supervoxels = supervoxels if supervoxels is not None else Supervoxels(n_segments=200)
-        self.geometric_weight, self.walk_steps = float(geometric_weight), int(walk_steps)
-        self.plane_radius, self.plane_thickness = plane_radius, float(plane_thickness)
-        self.plane_angles = tuple(int(a) for a in plane_angles)
-        self.work_dir = os.path.join(output_dir, self.strategy)
+        self.work_dir = os.path.join(output_dir, self.strategy.name)
+        self.ckpt_path = ckpt_path or os.path.join(self.work_dir, MODEL_FILE)
         self.label_dir = label_dir or os.path.join(self.work_dir, "annotations")
         self.ignore_value = int(ignore_value)
-        self.divisor = divisor
+        self.divisible_by = divisible_by
         self.seed = int(seed)
-        self.loss = loss if loss is not None else PartialLabelLoss(ignore_value=self.ignore_value)
+        self.warm_start = bool(warm_start)
+        self.loss = trainer.loss_function
         if getattr(self.loss, "ignore_value", self.ignore_value) != self.ignore_value:
             raise ValueError(
                 f"`loss` ignores label {self.loss.ignore_value} but the loop marks unannotated voxels with "
@@ -218,7 +274,7 @@ class ActiveLearningLoop:
             raise ValueError(f"pool case names must be unique, got {names}.")
         self.spatial_dims = self.pool[0]["image"].ndim - 1
         self._regions: dict[str, np.ndarray] = {}
-        self._graphs: dict[str, RegionGraph] = {}
+        self.curve_writer: LearningCurveWriter | None = None
 
     # ---- data -------------------------------------------------------------------------------------------------
     @staticmethod
@@ -239,7 +295,7 @@ class ActiveLearningLoop:
 
     @property
     def curve_path(self) -> str:
-        return os.path.join(self.output_dir, f"learning_curve_{self.strategy}.csv")
+        return os.path.join(self.output_dir, f"learning_curve_{self.strategy.name}.csv")
 
     def state(self, case: dict) -> AnnotationState:
         root = os.path.join(self.work_dir, "state", case["name"])
@@ -252,51 +308,64 @@ class ActiveLearningLoop:
             self._regions[case["name"]] = np.asarray(self.supervoxels(case["image"]))[0]
         return self._regions[case["name"]]
 
-    def graph(self, case: dict) -> RegionGraph:
-        if case["name"] not in self._graphs:
-            self._graphs[case["name"]] = RegionGraph(self.regions(case), case["image"], steps=self.walk_steps)
-        return self._graphs[case["name"]]
-
     # ---- network ----------------------------------------------------------------------------------------------
-    def _pad(self, x: torch.Tensor, value: float = 0.0) -> tuple[torch.Tensor, tuple[int, ...]]:
-        """Pad ``BC*spatial`` at the end of each axis to a multiple of ``divisor`` (images: edge values)."""
-        spatial = x.shape[2:]
-        div = [self.divisor] * len(spatial) if isinstance(self.divisor, int) else list(self.divisor)
-        pads = [(-s) % int(d) for s, d in zip(spatial, div, strict=True)]
-        flat: list[int] = []
-        for p in reversed(pads):
-            flat += [0, p]
-        if x.is_floating_point():
-            return torch.nn.functional.pad(x, flat, mode="replicate"), spatial
-        return torch.nn.functional.pad(x, flat, value=value), spatial
-
     def predict(self, image: np.ndarray) -> torch.Tensor:
-        """Softmax probabilities ``(K, *spatial)`` of one channel-first image."""
+        """Softmax probabilities ``(K, *spatial)`` of one channel-first image, through the inferer on the image
+        padded to ``divisible_by`` (edge values, at the end of each axis), cropped back to the image."""
+        spatial = image.shape[1:]
+        pad = DivisiblePad(k=self.divisible_by, mode="replicate", method="end")
+        x = torch.as_tensor(pad(torch.as_tensor(image)), dtype=torch.float32)[None].to(self.device)
         self.network.eval()
         with torch.no_grad():
-            x, spatial = self._pad(torch.as_tensor(image)[None].to(self.device))
-            logits = self.network(x)[(0, slice(None), *[slice(0, s) for s in spatial])]
-        return torch.softmax(logits.float(), 0).cpu()
+            logits = self.inferer(x, self.network)[(0, slice(None), *[slice(0, s) for s in spatial])]
+        return torch.softmax(torch.as_tensor(logits).float(), 0).cpu()
+
+    def training_data(self, labels: list[np.ndarray]) -> list[dict]:
+        """The trainer's dataset items of one round: the pool cases with at least one annotated voxel."""
+        items = []
+        for case, lab in zip(self.pool, labels, strict=True):
+            annotated = np.asarray(lab) != self.ignore_value
+            if annotated.any():
+                items.append(
+                    {
+                        "image": case["image"],
+                        "label": np.asarray(lab, dtype=np.int64)[None],
+                        "annotated": annotated.astype(np.float32)[None],
+                    }
+                )
+        return items
 
     def train(self, round_index: int, labels: list[np.ndarray]) -> float:
-        """Retrain from the initial weights on the partial labels; returns the mean loss of the last 5 steps."""
-        torch.manual_seed(self.seed + round_index)
-        self.network.load_state_dict(self.initial_state)
-        opt = torch.optim.Adam(self.network.parameters(), lr=self.learning_rate)
-        images = torch.stack([torch.as_tensor(c["image"]) for c in self.pool])
-        targets = torch.stack([torch.as_tensor(lab.astype(np.int64))[None] for lab in labels])
-        x, _ = self._pad(images.to(self.device))
-        y, _ = self._pad(targets.to(self.device), value=self.ignore_value)
-        self.network.train()
-        losses = []
-        for _ in range(self.num_iterations):
-            flip = [2 + int(a) for a in torch.nonzero(torch.rand(self.spatial_dims) < 0.5).flatten()]
-            xi, yi = (x.flip(flip), y.flip(flip)) if flip else (x, y)
-            opt.zero_grad()
-            loss = self.loss(self.network(xi), yi)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
+        """Retrain on the partial labels with the trainer (one schedule, see the class docstring); returns the mean
+        loss of the last 5 iterations (NaN when nothing is annotated yet)."""
+        data = self.training_data(labels)
+        if not self.warm_start:
+            self.network.load_state_dict(self.initial_state)
+        self.trainer.optimizer.load_state_dict(self.initial_optimizer_state)
+        if not data:
+            return float("nan")
+        seed = self.seed + round_index
+        torch.manual_seed(seed)
+        transform = getattr(self.dataset, "transform", None)
+        if hasattr(transform, "set_random_state"):
+            transform.set_random_state(seed=seed)
+        self.dataset.data = data
+        state = self.trainer.state
+        state.iteration, state.epoch = 0, 0  # a new schedule on the same engine
+        state.max_epochs = self.max_epochs
+        state.epoch_length = self.epoch_length or len(self.trainer.data_loader)
+        writer = LearningCurveWriter(
+            os.path.join(self.work_dir, "training"), ("loss",), name=f"round_{round_index:03d}"
+        )
+        writer.attach(self.trainer)
+        self.curve_writer = writer
+        try:
+            self.trainer.run()
+        finally:
+            for event, fn in ((Events.STARTED, writer.resume), (Events.ITERATION_COMPLETED, writer.record)):
+                self.trainer.remove_event_handler(fn, event)
+            self.trainer.remove_event_handler(writer.write, Events.EPOCH_COMPLETED)
+        losses = [r["loss"] for r in writer.rows if "loss" in r]
         return float(np.mean(losses[-5:])) if losses else float("nan")
 
     def evaluate(self) -> tuple[float, float, list[float]]:
@@ -313,88 +382,37 @@ class ActiveLearningLoop:
         return float(dice.aggregate().nanmean()), float(iou.aggregate().nanmean()), per_class
 
     # ---- query ------------------------------------------------------------------------------------------------
-    def _available(self, case: dict, annotated: np.ndarray) -> np.ndarray:
-        """Regions less than half annotated."""
-        regions = self.regions(case)
-        frac = np.asarray(region_mean(annotated.astype(np.float64)[None], regions[None], int(regions.max()) + 1))
-        return frac.reshape(-1) < 0.5
-
-    def _region_scores(self, case: dict, probs: torch.Tensor) -> np.ndarray:
-        if self.strategy == "entropy":
-            regions = self.regions(case)
-            vox = entropy(probs.double(), dim=0).numpy()[None]
-            return np.asarray(region_mean(vox, regions[None], int(regions.max()) + 1)).reshape(-1)
-        g = self.graph(case)
-        return g.combined_uncertainty(g.region_probs(probs.numpy()), self.geometric_weight)
-
-    def _fill_budget(self, case: dict, annotated: np.ndarray, order: Sequence[int]) -> list[int]:
-        """The first regions of ``order`` whose unannotated voxels add up to at least ``voxels_per_round``."""
-        regions = self.regions(case)
-        new = np.bincount(regions[~annotated].ravel(), minlength=int(regions.max()) + 1)
-        pick, total = [], 0
-        for p in order:
-            if total >= self.voxels_per_round:
-                break
-            pick.append(int(p))
-            total += int(new[p])
-        return pick
-
-    def _plane_query(self, case: dict, annotated: np.ndarray, scores: np.ndarray) -> dict:
-        """Planar patches through the most uncertain supervoxels: one, or (``voxels_per_round``) until the budget."""
-        regions = self.regions(case)
-        vox_scores = np.clip(np.where(np.isfinite(scores), scores, 0.0), 0, None)[regions]
-        taken, mask = annotated.copy(), np.zeros(annotated.shape, dtype=bool)
-        s, planes = scores.copy(), []
-        while np.isfinite(s).any():
-            top = int(np.argmax(s))
-            search = PlaneSearch(
-                thickness=self.plane_thickness,
-                radius=self.plane_radius,
-                center=np.argwhere(regions == top).mean(0),
-                n_theta=self.plane_angles[0],
-                n_phi=self.plane_angles[1],
-            )
-            result = search(np.where(taken, 0.0, vox_scores))
-            if self.voxels_per_round is None:
-                return {"mask": result.mask(annotated.shape) & ~annotated, "plane": result.to_dict()}
-            patch = result.mask(annotated.shape) & ~taken
-            s[top] = -np.inf  # never centre two patches on the same supervoxel
-            if patch.any():
-                mask |= patch
-                taken |= patch
-                planes.append(result.to_dict())
-                s = np.where(self._available(case, taken), s, -np.inf)
-            if int(mask.sum()) >= self.voxels_per_round:
-                break
-        return {"mask": mask, "plane": planes[0] if planes else None, "planes": planes}
-
     def query(self, round_index: int, states: list[AnnotationState], rng: np.random.Generator) -> tuple[int, dict]:
-        """Pick the case and the query mask of this round; returns ``(case index, record fields with 'mask')``."""
-        avail = [self._available(c, s.annotated) for c, s in zip(self.pool, states, strict=True)]
+        """Pick the case and the query mask of this round; returns ``(case index, record fields with 'mask')``.
+
+        Raises:
+            RuntimeError: every supervoxel of the pool is annotated, or the strategy proposed an empty query.
+        """
+        strategy = self.seed_strategy if round_index == 0 else self.strategy
+        avail = [available_regions(self.regions(c), s.annotated) for c, s in zip(self.pool, states, strict=True)]
         if not any(a.any() for a in avail):
             raise RuntimeError("every supervoxel of the pool is already annotated; lower `num_rounds`.")
-        if round_index == 0 or self.strategy == "random":
-            ci = int(rng.choice([i for i, a in enumerate(avail) if a.any()]))
-            ids = np.flatnonzero(avail[ci])
-            if self.voxels_per_round is None:
-                pick = rng.choice(ids, size=min(self.regions_per_round, len(ids)), replace=False)
-            else:
-                pick = self._fill_budget(self.pool[ci], states[ci].annotated, rng.permutation(ids))
-            return ci, {"mask": np.isin(self.regions(self.pool[ci]), pick), "region_ids": sorted(int(p) for p in pick)}
         scores = []
-        for c, a in zip(self.pool, avail, strict=True):
-            s = self._region_scores(c, self.predict(c["image"]))
+        for case, a in zip(self.pool, avail, strict=True):
+            if not a.any():
+                scores.append(np.full(a.shape, -np.inf))
+                continue
+            probs = self.predict(case["image"]) if getattr(strategy, "needs_probs", True) else None
+            s = np.asarray(strategy.score(probs, self.regions(case), case["image"], case["name"], rng), np.float64)
+            if s.shape != a.shape:
+                raise RuntimeError(f"{strategy!r} returned {s.shape} scores for {a.shape[0]} regions.")
             scores.append(np.where(a, s, -np.inf))
-        ci = int(np.argmax([s.max() for s in scores]))
-        case, s = self.pool[ci], scores[ci]
-        if self.strategy == "geometric_plane" and self.spatial_dims == 3:
-            return ci, self._plane_query(case, states[ci].annotated, s)
-        order = [int(p) for p in np.argsort(-s, kind="stable") if np.isfinite(s[p])]
-        if self.voxels_per_round is None:
-            pick = order[: self.regions_per_round]
-        else:
-            pick = self._fill_budget(case, states[ci].annotated, order)
-        return ci, {"mask": np.isin(self.regions(case), pick), "region_ids": sorted(pick)}
+        ci = int(strategy.select_case(scores, rng))
+        case = self.pool[ci]
+        q = dict(
+            strategy.propose(
+                self.regions(case), states[ci].annotated, scores[ci], self.voxels_per_round, self.regions_per_round, rng
+            )
+        )
+        q["mask"] = np.asarray(q["mask"], dtype=bool)
+        if not q["mask"].any():
+            raise RuntimeError(f"{strategy!r} proposed an empty query in round {round_index}.")
+        return ci, q
 
     def annotate(self, round_index: int, case: dict, mask: np.ndarray) -> np.ndarray | None:
         """The answer to a query, or None when the person's label file is not there yet (``"file"`` mode)."""
@@ -422,10 +440,9 @@ class ActiveLearningLoop:
         os.makedirs(self.work_dir, exist_ok=True)
         rows = _read_csv(self.curve_path)
         states = [self.state(c) for c in self.pool]
-        model_path = os.path.join(self.work_dir, MODEL_FILE)
-        have_model = bool(rows) and os.path.isfile(model_path)
+        have_model = bool(rows) and os.path.isfile(self.ckpt_path)
         if have_model:
-            self.network.load_state_dict(torch.load(model_path, map_location=self.device, weights_only=True))
+            self.network.load_state_dict(torch.load(self.ckpt_path, map_location=self.device, weights_only=True))
         total = sum(int(np.prod(c["image"].shape[1:])) for c in self.pool)
         for r in range(len(rows), num_rounds):
             t0 = time.time()
@@ -443,17 +460,17 @@ class ActiveLearningLoop:
                 if answer is None:
                     break
                 mask = answer != self.ignore_value
-                record = states[ci].update(r, mask, answer, strategy=self.strategy, case=self.pool[ci]["name"], **q)
+                name = self.strategy.name
+                record = states[ci].update(r, mask, answer, strategy=name, case=self.pool[ci]["name"], **q)
                 queried = int(record["voxels"])
             loss = self.train(r, [s.labels for s in states])
-            atomic_write_torch(model_path, self.network.state_dict())
             have_model = True
             dice, iou, per_class = self.evaluate()
             n = sum(s.n_annotated for s in states)
             rows.append(
                 {
                     "round": r,
-                    "strategy": self.strategy,
+                    "strategy": self.strategy.name,
                     "case": self.pool[ci]["name"],
                     "queried_voxels": queried,
                     "annotated_voxels": n,
@@ -466,14 +483,16 @@ class ActiveLearningLoop:
                 }
             )
             atomic_write_csv(self.curve_path, rows, CURVE_FIELDS)
-            self.logger.info(f"round {r} ({self.strategy}): {n} annotated voxels, Dice {dice:.4f}, IoU {iou:.4f}")
+            self.logger.info(f"round {r} ({self.strategy.name}): {n} annotated voxels, Dice {dice:.4f}, IoU {iou:.4f}")
             self.plot()
         return rows
 
     def plot(self) -> None:
         """``learning_curve_<strategy>.png`` and ``learning_curves.png`` (every strategy with a CSV here)."""
-        plot_learning_curves({self.strategy: self.curve_path}, self.curve_path[:-4] + ".png", self.strategy)
-        found = {s: os.path.join(self.output_dir, f"learning_curve_{s}.csv") for s in STRATEGIES}
-        plot_learning_curves(
-            {s: p for s, p in found.items() if os.path.isfile(p)}, os.path.join(self.output_dir, "learning_curves.png")
-        )
+        name = self.strategy.name
+        plot_learning_curves({name: self.curve_path}, self.curve_path[:-4] + ".png", name)
+        found = {
+            os.path.basename(p)[len("learning_curve_") : -len(".csv")]: p
+            for p in sorted(glob.glob(os.path.join(self.output_dir, "learning_curve_*.csv")))
+        }
+        plot_learning_curves(found, os.path.join(self.output_dir, "learning_curves.png"))
