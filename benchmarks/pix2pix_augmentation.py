@@ -8,13 +8,14 @@ overrides, loaded exactly as ``python -m monai.bundle run`` loads them), so what
 For each (dataset, real budget, seed), five stages, each in a fresh subprocess:
 
 1. ``pix2pix``: train the mask -> image generator on the ``num_labeled`` real training pairs (``train.json``);
-2. ``segment_real``: train the bundle's 2D U-Net on those real pairs only (``segment.json``, ``seg_name real``)
+2. ``segment_real``: train the bundle's 2D U-Net on those real pairs only (``segment.json``, ``segment::name real``)
    and score it on the held-out real pairs;
 3. ``synthesize``: write ``--num_pairs`` synthetic pairs (augmented real masks -> generated images) plus the real
    training pairs into ``<run>/outputs/synthetic/dataset.json``, whose ``test`` list is the held-out real pairs;
 4. ``segment_synthetic``: train the same U-Net on real + synthetic (``dataset_dir`` = that folder, ``num_labeled``
-   None so every pair keeps its label, ``seg_name synthetic``) with the SAME iteration budget (``seg_num_epochs`` x
-   ``seg_epoch_length`` batches of ``seg_batch_size``) and score it on the same held-out real pairs;
+   None so every pair keeps its label, ``segment::name synthetic``) with the SAME iteration budget
+   (``segment::num_epochs`` x ``segment::epoch_length`` batches of ``segment::batch_size``) and score it on the
+   same held-out real pairs;
 5. ``evaluate``: compare generated and real images of the held-out masks (``evaluate.json``).
 
 Held-out pairs: the dataset's ``test`` list when it has one, otherwise the bundle's seeded 20 % validation hold-out
@@ -85,21 +86,25 @@ STAGE_CONFIGS = {
 }
 STAGE_TARGETS = {
     "pix2pix": "train::trainer",
-    "segment_real": "seg_train::trainer",
-    "synthesize": "synthesizer",
-    "segment_synthetic": "seg_train::trainer",
+    "segment_real": "segment::trainer",
+    "synthesize": "synthesize::synthesizer",
+    "segment_synthetic": "segment::trainer",
     "evaluate": "evaluate::evaluator",
 }
 METRIC_SOURCES = {
-    "segment_real": "seg_evaluate::evaluator",
-    "segment_synthetic": "seg_evaluate::evaluator",
+    "segment_real": "segment::evaluator",
+    "segment_synthetic": "segment::evaluator",
     "evaluate": "evaluate::evaluator",
 }
 
 
 def bundle_default(key: str, config: str) -> int:
+    """The default of ``key`` (``section::name`` for a stage section) in one of the bundle's config files."""
     with open(os.path.join(CONFIGS, config)) as f:
-        return json.load(f)[key]
+        value = json.load(f)
+    for part in key.split("::"):
+        value = value[part]
+    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -115,7 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--blood_smear_dir", default=os.path.join(os.path.dirname(REPO), "shared", "data", "blood_smear"))
     p.add_argument("--epochs", type=int, default=None, help="pix2pix epochs (default: the bundle's num_epochs)")
     p.add_argument("--epoch_length", type=int, default=None, help="pix2pix iterations per epoch (bundle default)")
-    p.add_argument("--seg_epochs", type=int, default=None, help="segmenter epochs (bundle's seg_num_epochs)")
+    p.add_argument("--seg_epochs", type=int, default=None, help="segmenter epochs (bundle's segment::num_epochs)")
     p.add_argument("--seg_epoch_length", type=int, default=None, help="segmenter iterations per epoch (bundle)")
     p.add_argument("--seg_batch_size", type=int, default=None, help="segmenter batch size (bundle default)")
     p.add_argument("--num_pairs", type=int, default=None, help="synthetic pairs (default 200)")
@@ -131,9 +136,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = {
         "epochs": bundle_default("num_epochs", "train.json"),
         "epoch_length": bundle_default("epoch_length", "train.json"),
-        "seg_epochs": bundle_default("seg_num_epochs", "segment.json"),
-        "seg_epoch_length": bundle_default("seg_epoch_length", "segment.json"),
-        "seg_batch_size": bundle_default("seg_batch_size", "segment.json"),
+        "seg_epochs": bundle_default("segment::num_epochs", "segment.json"),
+        "seg_epoch_length": bundle_default("segment::epoch_length", "segment.json"),
+        "seg_batch_size": bundle_default("segment::batch_size", "segment.json"),
         "num_pairs": 200,
     }
     for key, value in defaults.items():
@@ -214,22 +219,26 @@ def stage_overrides(stage: str, data_dir: str, budget: str, seed: int, run_dir: 
     if stage.startswith("segment_"):
         name = stage[len("segment_") :]
         over.update(
-            seg_name=name,
-            seg_num_epochs=args.seg_epochs,
-            seg_epoch_length=args.seg_epoch_length,
-            seg_batch_size=args.seg_batch_size,
-            seg_ckpt_dir=os.path.join(run_dir, "models", f"segmenter_{name}"),
-            seg_output_dir=os.path.join(run_dir, f"segmenter_{name}"),
+            {
+                "segment::name": name,
+                "segment::num_epochs": args.seg_epochs,
+                "segment::epoch_length": args.seg_epoch_length,
+                "segment::batch_size": args.seg_batch_size,
+                "segment::ckpt_dir": os.path.join(run_dir, "models", f"segmenter_{name}"),
+                "segment::output_dir": os.path.join(run_dir, f"segmenter_{name}"),
+            }
         )
         if name == "synthetic":  # every synthetic + real pair keeps its label; the held-out list is the 'test' list
             over.update(dataset_dir=os.path.join(run_dir, "outputs", "synthetic"), num_labeled=None)
     elif stage == "synthesize":
-        over["num_pairs"] = args.num_pairs
+        over["synthesize::num_pairs"] = args.num_pairs
     elif stage == "evaluate":
         over.update(
-            eval_dir=os.path.join(run_dir, "eval"),
-            seg_output_dir=os.path.join(run_dir, "segmenter_real"),
-            seg_ckpt_dir=os.path.join(run_dir, "models", "segmenter_real"),
+            {
+                "output_dir": os.path.join(run_dir, "eval"),
+                "segment::output_dir": os.path.join(run_dir, "segmenter_real"),
+                "segment::ckpt_dir": os.path.join(run_dir, "models", "segmenter_real"),
+            }
         )
     return over
 

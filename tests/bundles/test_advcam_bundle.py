@@ -22,18 +22,18 @@ CONFIGS = os.path.join(BUNDLE, "configs")
 META = os.path.join(CONFIGS, "metadata.json")
 SCHEMA = os.path.join(REPO, "monai_wsss", "schemas", "meta_schema_20240725.json")
 SMALL = {
-    "input_size": [32, 32],
+    "roi_size": [32, 32],
     "model_name": "resnet10",
     "batch_size": 4,
     "advcam_steps": 1,
     "advcam_flip": False,
     "seed_batch_size": 8,
     "panel_samples": 2,
-    "segmenter_def#channels": [4, 8, 16],
-    "segmenter_def#strides": [2, 2],
-    "seg_batch_size": 4,
-    "seg_num_epochs": 1,
-    "seg_epoch_length": 2,
+    "segment::network_def::channels": [4, 8, 16],
+    "segment::network_def::strides": [2, 2],
+    "segment::batch_size": 4,
+    "segment::num_epochs": 1,
+    "segment::epoch_length": 2,
 }
 
 pytestmark = pytest.mark.filterwarnings("ignore:NvImgCodecPydicomReader")
@@ -61,7 +61,7 @@ def test_classifier_seeds_segment(tmp_path, small_tagged):
     tmp = str(tmp_path)
     # classifier through the CLI
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", os.path.join(CONFIGS, "train_classifier.json")]
-    cmd += ["--meta_file", META, "--bundle_root", tmp, "--dataset_dir", small_tagged, "--input_size", "[32,32]"]
+    cmd += ["--meta_file", META, "--bundle_root", tmp, "--dataset_dir", small_tagged, "--roi_size", "[32,32]"]
     cmd += ["--model_name", "resnet10", "--batch_size", "4", "--num_epochs", "2", "--epoch_length", "2"]
     proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -83,11 +83,15 @@ def test_classifier_seeds_segment(tmp_path, small_tagged):
         negatives = [i for i in lists["labeled"] if list(i["class_labels"]) == [0]]
         assert len(negatives) == 4 and all(not np.asarray(load(i["label"])).any() for i in negatives)
 
-    # the pseudo-label folder trains the segmenter with one override; Dice / IoU on the real test masks
-    _run(["segment.json"], tmp, dataset_dir=f"{tmp}/outputs/pseudo_labels_advcam")
+    # the pseudo-label folder trains the segmenter (the shared segment:: section) with one override; Dice / IoU on
+    # the real test masks
+    wf = _run(["segment.json"], tmp, dataset_dir=f"{tmp}/outputs/pseudo_labels_advcam")
+    assert wf.parser.get_parsed_content("segment::trainer").state.iteration == 2
     m = _metrics(f"{tmp}/eval/segmenter_pseudo_labels_advcam/metrics.csv")
     assert set(m) >= {"dice", "jaccard", "miou"} and all(0.0 <= v <= 1.0 for v in m.values())
     assert os.path.isfile(f"{tmp}/models/segmenter_pseudo_labels_advcam/model.pt")
+    with open(f"{tmp}/eval/segmenter_pseudo_labels_advcam/learning_curve.csv") as f:
+        assert len(list(csv.DictReader(f))) == 2
 
 
 def test_unknown_class_name_fails_clearly(tmp_path, small_tagged):

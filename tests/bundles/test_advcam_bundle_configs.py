@@ -20,7 +20,7 @@ BUNDLE = os.path.join(REPO, "bundles", "advcam_weakly_supervised_seg")
 CONFIGS = os.path.join(BUNDLE, "configs")
 META = os.path.join(CONFIGS, "metadata.json")
 TINY_UNET = {"channels": [4, 8, 16], "strides": [2, 2]}
-SEGMENT = {"seg_batch_size": 4, "seg_num_epochs": 1, "seg_epoch_length": 2}
+SEGMENT = {"segment::batch_size": 4, "segment::num_epochs": 1, "segment::epoch_length": 2}
 
 pytestmark = pytest.mark.filterwarnings("ignore:NvImgCodecPydicomReader")
 
@@ -45,16 +45,16 @@ def _tiny_unet(image_channels: int = 1, num_classes: int = 2) -> UNet:
 def test_segment_then_evaluate_reports_the_same_metrics(tmp_path, small_tagged):
     """evaluate.json reloads the segmenter that segment.json saved and scores it on the same real test masks."""
     tmp = str(tmp_path)
-    unet = {f"segmenter_def#{k}": v for k, v in TINY_UNET.items()}
+    unet = {f"segment::network_def::{k}": v for k, v in TINY_UNET.items()}
     trained = _run(_workflow(["segment.json"], "train", tmp, dataset_dir=small_tagged, **unet, **SEGMENT))
-    during_training = trained.parser.get_parsed_content("seg_evaluate::evaluator").state.metrics
+    during_training = trained.parser.get_parsed_content("segment::evaluator").state.metrics
     name = os.path.basename(small_tagged)
     assert os.path.isfile(f"{tmp}/models/segmenter_{name}/model.pt")
 
     wf = _workflow(["segment.json", "evaluate.json"], "infer", tmp, dataset_dir=small_tagged, **unet)
     assert wf.check_properties() == []
     metrics = _run(wf).parser.get_parsed_content("evaluator").state.metrics
-    assert set(metrics) == {"dice", "jaccard", "miou"}
+    assert set(metrics) == {"dice", "dice_per_class", "jaccard", "miou"}
     for k, v in during_training.items():  # same weights, same tiles: same numbers
         assert metrics[k] == pytest.approx(v, abs=1e-6), (k, metrics, during_training)
     out = f"{tmp}/eval/segmenter_{name}/evaluate"
@@ -135,7 +135,7 @@ def test_multi_gpu_classifier_two_cpu_processes(tmp_path, small_tagged):
     """torchrun, 2 CPU processes (gloo): each rank trains on its half of the tiles, the ranks end with identical
     parameters, and only rank 0 writes checkpoints and the learning curve."""
     tmp = str(tmp_path)
-    args = ["--dataset_dir", small_tagged, "--input_size", "[32,32]", "--model_name", "resnet10"]
+    args = ["--dataset_dir", small_tagged, "--roi_size", "[32,32]", "--model_name", "resnet10"]
     args += ["--batch_size", "2", "--num_epochs", "2"]
     configs = [f"{CONFIGS}/train_classifier.json", f"{CONFIGS}/multi_gpu_train.json"]
     w0, w1 = run_two_cpu_ranks(tmp, configs, META, tmp, args)

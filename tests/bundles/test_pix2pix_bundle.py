@@ -23,13 +23,13 @@ CONFIGS = os.path.join(BUNDLE, "configs")
 META = os.path.join(CONFIGS, "metadata.json")
 SCHEMA = os.path.join(REPO, "monai_wsss", "schemas", "meta_schema_20240725.json")
 SMALL = {
-    "image_size": [32, 32],
+    "roi_size": [32, 32],
     "generator_channels": [8, 16, 32],
     "discriminator_channels": 8,
     "batch_size": 2,
-    "segmenter_def#channels": [4, 8, 16],
-    "segmenter_def#strides": [2, 2],
-    "seg_batch_size": 2,
+    "segment::network_def::channels": [4, 8, 16],
+    "segment::network_def::strides": [2, 2],
+    "segment::batch_size": 2,
 }
 
 
@@ -37,9 +37,8 @@ def _dirs(tmp: str) -> dict:
     return {
         "ckpt_dir": os.path.join(tmp, "models"),
         "output_dir": os.path.join(tmp, "outputs"),
-        "eval_dir": os.path.join(tmp, "eval"),
-        "seg_output_dir": os.path.join(tmp, "seg_eval"),
-        "seg_ckpt_dir": os.path.join(tmp, "models", "segmenter_real"),
+        "segment::output_dir": os.path.join(tmp, "seg_eval"),
+        "segment::ckpt_dir": os.path.join(tmp, "models", "segmenter_real"),
     }
 
 
@@ -82,7 +81,7 @@ def test_train_synthesize_segment_evaluate(tmp_path, nuclei_dataset):
     assert sched.last_epoch == 2 and [sched._factor(e) for e in range(3)] == [1.0, 0.5, 0.0]
     assert wf.parser.get_parsed_content("g_optimizer").param_groups[0]["lr"] == 0.0
 
-    _run(["train.json", "synthesize.json"], tmp, nuclei_dataset, num_pairs=5)
+    _run(["train.json", "synthesize.json"], tmp, nuclei_dataset, **{"synthesize::num_pairs": 5})
     syn = f"{tmp}/outputs/synthetic"
     meta = json.load(open(f"{syn}/dataset.json"))
     assert meta["numSynthetic"] == 5 and meta["numTraining"] == 5 + 12 and meta["numTest"] == 4
@@ -92,29 +91,48 @@ def test_train_synthesize_segment_evaluate(tmp_path, nuclei_dataset):
     image = LoadImage(image_only=True, ensure_channel_first=True)(os.path.join(syn, meta["training"][0]["image"]))
     assert image.shape == (1, 32, 32) and 0 <= float(image.min()) and float(image.max()) <= 255
 
-    # the synthetic folder trains the segmenter with one override (dataset_dir), evaluated on the real test tiles
-    seg = {"seg_num_epochs": 1, "seg_epoch_length": 2}
-    _run(["train.json", "segment.json"], tmp, nuclei_dataset, **seg)
+    # the synthetic folder trains the segmenter (the shared segment:: section) with one override (dataset_dir),
+    # evaluated on the real test tiles
+    seg = {"segment::num_epochs": 1, "segment::epoch_length": 2}
+    wf = _run(["train.json", "segment.json"], tmp, nuclei_dataset, **seg)
+    assert wf.parser.get_parsed_content("segment::trainer").state.iteration == 2
     real = _metrics(f"{tmp}/seg_eval/metrics.csv")
-    _run(
-        ["train.json", "segment.json"],
-        tmp,
-        syn,
-        seg_name="synthetic",
-        seg_output_dir=f"{tmp}/seg_syn",
-        seg_ckpt_dir=f"{tmp}/models/segmenter_synthetic",
-        **seg,
-    )
+    synthetic = {
+        "segment::name": "synthetic",
+        "segment::output_dir": f"{tmp}/seg_syn",
+        "segment::ckpt_dir": f"{tmp}/models/segmenter_synthetic",
+    }
+    _run(["train.json", "segment.json"], tmp, syn, **synthetic, **seg)
     mixed = _metrics(f"{tmp}/seg_syn/metrics.csv")
     for m in (real, mixed):
         assert 0.0 <= float(m["dice"]) <= 1.0
+        assert {"dice", "dice_per_class", "jaccard", "miou"} <= set(m)
     assert len(os.listdir(f"{tmp}/seg_syn")) >= 4  # metrics, learning curve, overlays of the 4 test tiles
+    assert len([f for f in os.listdir(f"{tmp}/seg_syn") if f.endswith("_overlay.png")]) == 4
+    assert os.path.isfile(f"{tmp}/models/segmenter_synthetic/model.pt")
 
-    _run(["train.json", "segment.json", "evaluate.json"], tmp, nuclei_dataset)
+    _run(["train.json", "segment.json", "evaluate.json"], tmp, nuclei_dataset, output_dir=f"{tmp}/eval")
     ev = _metrics(f"{tmp}/eval/metrics.csv")
     assert set(ev) >= {"ssim", "psnr", "mae", "feature_distance", "feature_fid"}
     assert -1 <= float(ev["ssim"]) <= 1 and float(ev["feature_distance"]) > 0
     assert os.path.getsize(f"{tmp}/eval/heldout_grid.png") > 0
+
+
+def test_mask_gan_section_trains_and_feeds_synthesis(tmp_path, nuclei_dataset):
+    """train_masks.json (the masks:: section) trains the latent mask GAN; synthesis draws its masks with one
+    override (synthesize::synthesizer::masks = @masks::generated)."""
+    tmp = str(tmp_path)
+    _run(["train.json"], tmp, nuclei_dataset, num_epochs=1, epoch_length=1, val_interval=5)
+    masks = {"masks::num_epochs": 1, "masks::epoch_length": 2, "masks::batch_size": 2}
+    wf = _run(["train.json", "train_masks.json"], tmp, nuclei_dataset, **masks)
+    assert wf.parser.get_parsed_content("masks::trainer").state.iteration == 2
+    assert os.path.isfile(f"{tmp}/models/mask_gan/model.pt")
+    with open(f"{tmp}/outputs/mask_gan_curve.csv") as f:
+        assert len(list(csv.DictReader(f))) == 2
+    over = {"synthesize::num_pairs": 3, "synthesize::synthesizer::masks": "@masks::generated"}
+    _run(["train.json", "train_masks.json", "synthesize.json"], tmp, nuclei_dataset, **over)
+    meta = json.load(open(f"{tmp}/outputs/synthetic/dataset.json"))
+    assert meta["numSynthetic"] == 3 and meta["numTraining"] == 3 + 12
 
 
 def test_resume_continues_epochs(tmp_path, nuclei_dataset):
@@ -136,7 +154,7 @@ def test_rgb_grey_coded_folder_needs_only_dataset_dir(tmp_path, coded_rgb_datase
     batch = next(iter(wf.parser.get_parsed_content("train::dataloader")))
     assert batch["image"].shape[1] == 3 and set(torch.unique(batch["label"]).tolist()) <= {0, 1, 2}
     assert wf.parser.get_parsed_content("heldout_data") == wf.parser.get_parsed_content("datalist")["test"]
-    _run(["train.json", "synthesize.json"], tmp, coded_rgb_dataset, num_pairs=2)
+    _run(["train.json", "synthesize.json"], tmp, coded_rgb_dataset, **{"synthesize::num_pairs": 2})
     meta = json.load(open(f"{tmp}/outputs/synthetic/dataset.json"))
     first = os.path.join(tmp, "outputs", "synthetic", meta["training"][0]["image"])
     img = LoadImage(image_only=True, ensure_channel_first=True)(first)
@@ -147,10 +165,12 @@ def test_rgb_grey_coded_folder_needs_only_dataset_dir(tmp_path, coded_rgb_datase
         ["train.json", "segment.json"],
         tmp,
         f"{tmp}/outputs/synthetic",
-        seg_num_epochs=1,
-        seg_epoch_length=3,
-        seg_batch_size=3,
-        seg_name="synthetic",
+        **{
+            "segment::num_epochs": 1,
+            "segment::epoch_length": 3,
+            "segment::batch_size": 3,
+            "segment::name": "synthetic",
+        },
     )
     assert os.path.isfile(f"{tmp}/seg_eval/metrics.csv")
 
@@ -184,7 +204,7 @@ def test_cli_train(tmp_path, nuclei_dataset):
     tmp = str(tmp_path)
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", os.path.join(CONFIGS, "train.json")]
     cmd += ["--meta_file", META, "--bundle_root", BUNDLE, "--dataset_dir", nuclei_dataset]
-    cmd += ["--image_size", "[32,32]", "--generator_channels", "[8,16,32]", "--discriminator_channels", "8"]
+    cmd += ["--roi_size", "[32,32]", "--generator_channels", "[8,16,32]", "--discriminator_channels", "8"]
     cmd += ["--num_epochs", "1", "--epoch_length", "1", "--ckpt_dir", f"{tmp}/models", "--output_dir", f"{tmp}/out"]
     proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -215,14 +235,14 @@ def test_paper_override_holds_the_pix2pix_schedule():
     assert parser.get_parsed_content("lambda_l1") == 100.0 and parser.get_parsed_content("gan_criterion") == "bce"
     assert parser.get_parsed_content("num_epochs") == 200 and parser.get_parsed_content("constant_epochs") == 100
     assert parser.get_parsed_content("batch_size") == 1 and parser.get_parsed_content("dropout") == 0.5
-    assert parser.get_parsed_content("image_size") == [256, 256]
+    assert parser.get_parsed_content("roi_size") == [256, 256]
     assert parser.get_parsed_content("generator_channels") == [64, 128, 256, 512, 512, 512, 512, 512]
 
 
 def test_torchrun_two_cpu_processes(tmp_path, nuclei_dataset):
     """multi_gpu_train.json with 2 CPU processes (gloo): the same generator on both ranks, only rank 0 writes."""
     tmp = str(tmp_path)
-    args = ["--dataset_dir", nuclei_dataset, "--image_size", "[32,32]", "--generator_channels", "[8,16,32]"]
+    args = ["--dataset_dir", nuclei_dataset, "--roi_size", "[32,32]", "--generator_channels", "[8,16,32]"]
     args += ["--discriminator_channels", "8", "--num_epochs", "2", "--epoch_length", "2", "--batch_size", "2"]
     configs = [f"{CONFIGS}/train.json", f"{CONFIGS}/multi_gpu_train.json"]
     w0, w1 = run_two_cpu_ranks(tmp, configs, META, BUNDLE, args, network="generator_def")
