@@ -15,10 +15,11 @@ Protocol, per dataset and classifier seed, each stage in a fresh subprocess (so 
 1. ``train``: the bundle's multi-label classifier (``train_classifier.json``: ResNet-18 CAM classifier, 128x128
    input, Adam 1e-3, batch 16) trained on the image-level tags of the training list, ``seed`` = the classifier seed;
 2. ``seeds_cam`` / ``seeds_advcam`` / ``seeds_prm`` / ``seeds_prm_maps``: ``make_seeds.json`` with ``seed_method`` =
-   the method, all from the SAME trained classifier, with the bundle's seed settings (background score 0.15;
-   AdvCAM T = 8, xi = 0.08, lambda = 7, tau = 0.5, scale 1 + flip; PRM window 3; ``prm`` = peaks + instance
+   the method (the key of its ``seeds::methods`` component: ``CAMSeeds``, ``AdvCAMSeeds``, ``PRMSeeds`` of
+   ``monai_wsss.attribution``), all from the SAME trained classifier, with the bundle's seed settings (background
+   score 0.15; AdvCAM T = 8, xi = 0.08, lambda = 7, tau = 0.5, scale 1 + flip; PRM window 3; ``prm`` = peaks + instance
    retrieval from superpixel-hierarchy proposals, the bundle default; ``prm_maps`` = the summed peak response maps
-   without retrieval). ``monai_wsss.apps.PseudoLabelWriter`` makes the
+   without retrieval). ``monai_wsss.apps.PseudoLabelWriter`` thresholds the
    seed of every training image and scores it against the image's real mask (pixel truth is used only here).
 
 Seed metrics (the writer's ``seed_metrics.json``; IoU pooled over all training images, each seed resized to its
