@@ -42,7 +42,12 @@ SEED_METHODS = ("cam", "advcam", "prm")
 
 
 def class_activation_maps(cam: PerSampleCAM, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Functional form of :py:class:`~monai_wsss.attribution.CAMSeeds` on a ready ``PerSampleCAM``."""
+    """
+    Functional form of :py:class:`~monai_wsss.attribution.CAMSeeds` on a ready ``PerSampleCAM``.
+
+    Raises:
+        ValueError: see :py:func:`~monai_wsss.attribution.check_tags`.
+    """
     return CAMSeeds(cam)(images, labels)
 
 
@@ -52,7 +57,12 @@ def peak_response_seeds(
     labels: torch.Tensor,
     retrieval: PeakInstanceRetrieval | None = None,
 ) -> torch.Tensor:
-    """Functional form of :py:class:`~monai_wsss.attribution.PRMSeeds`."""
+    """
+    Functional form of :py:class:`~monai_wsss.attribution.PRMSeeds`.
+
+    Raises:
+        ValueError: see :py:func:`~monai_wsss.attribution.check_tags`.
+    """
     return PRMSeeds(prm, retrieval)(images, labels)
 
 
