@@ -154,3 +154,30 @@ def test_multi_gpu_classifier_two_cpu_processes(tmp_path, small_tagged):
     assert os.path.isfile(os.path.join(tmp, "outputs_rank0", "classifier_learning_curve.csv"))
     assert not os.path.exists(os.path.join(tmp, "models_rank1"))
     assert not os.path.exists(os.path.join(tmp, "outputs_rank1"))
+
+
+def test_segment_network_and_loss_are_picked_by_target(tmp_path, small_tagged):
+    """Any MONAI network and loss drop into the segment:: section by `_target_`, with no library edit."""
+    from monai.losses import DiceFocalLoss
+    from monai.networks.nets import SegResNet
+
+    tmp = str(tmp_path)
+    over = {
+        "segment::loss": {"_target_": "DiceFocalLoss", "to_onehot_y": True, "softmax": True},
+        "segment::network_def": {
+            "_target_": "SegResNet",
+            "spatial_dims": 2,
+            "in_channels": "@image_channels",
+            "out_channels": "@num_classes",
+            "init_filters": 8,
+        },
+        "segment::num_epochs": 1,
+        "segment::epoch_length": 2,
+        "segment::batch_size": 4,
+    }
+    wf = _run(_workflow(["segment.json"], "train", tmp, dataset_dir=small_tagged, **over))
+    recipe = wf.parser.get_parsed_content("segment::recipe")
+    assert isinstance(recipe.loss, DiceFocalLoss) and isinstance(recipe.network, SegResNet)
+    assert recipe.trainer.state.iteration == 2 and 0.0 <= recipe.evaluator.state.metrics["dice"] <= 1.0
+    saved = torch.load(f"{tmp}/models/segmenter_{os.path.basename(small_tagged)}/model.pt", weights_only=True)
+    assert saved.keys() == recipe.network.state_dict().keys()
