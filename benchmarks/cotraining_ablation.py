@@ -12,11 +12,11 @@ Variants (same data, same network, same number of iterations and per-model batch
 - ``ensemble_adv``: + the adversarial diversity term only (FGSM on labelled, VAT on unlabelled; lambda_adv 0.005);
 - ``ensemble_full``: both terms, the method.
 
-Each (dataset, variant, seed) runs in a fresh subprocess (``--run_one``), so seconds per iteration and peak RSS are
-its own. Metrics: Dice of the foreground classes averaged over test cases (the soft vote for ensembles; MONAI
-``DiceMetric(include_background=False)`` on 3D volumes segmented slice by slice by ``SliceInferer``), per-member
-Dice for ensembles, seconds per training iteration (training wall time / iterations, data loading included) and peak
-resident memory.
+Each (dataset, variant, seed) runs in a fresh process (:py:func:`_common.run_stage_process`, the benchmarks' one
+launcher), so seconds per iteration and peak RSS are its own. Metrics: Dice of the foreground classes averaged over
+test cases (the soft vote for ensembles; MONAI ``DiceMetric(include_background=False)`` on 3D volumes segmented
+slice by slice by ``SliceInferer``), per-member Dice for ensembles, seconds per training iteration (training wall
+time / iterations, data loading included) and peak resident memory.
 
 Datasets
     - ``la2018``: ``../shared/data/la2018`` (1.25 mm left-atrium MR, binary), axial 2D slices, its ``training``
@@ -32,7 +32,7 @@ How to run (from the repository root)
 
 Results: ``--out`` (default ``benchmarks/results/cotraining_ablation.json``, rewritten atomically after every run);
 per run, a folder ``<results_dir>/cotraining_<dataset>_<variant>_seed<seed>/`` with the bundle's outputs (model,
-learning curve CSV / PNG, segmentations, overlays, metrics CSVs) and ``run.json``.
+learning curve CSV / PNG, segmentations, overlays, metrics CSVs), ``stage.log`` and ``run.json``.
 """
 
 from __future__ import annotations
@@ -41,11 +41,10 @@ import argparse
 import json
 import os
 import resource
-import subprocess
-import sys
 import time
 
 import numpy as np
+from _common import read_json, run_stage_process
 
 from monai_wsss.utils import atomic_write_json
 
@@ -74,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "cotraining_ablation.json"))
     p.add_argument("--results_dir", default=os.path.join(REPO, "benchmarks", "results"))
     p.add_argument("--resume", action="store_true", help="reuse finished runs (their run.json)")
-    p.add_argument("--run_one", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--stage", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -250,8 +249,8 @@ def print_summary(summary: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.run_one:
-        with open(args.run_one) as f:
+    if args.stage:
+        with open(args.stage) as f:
             run_one(json.load(f))
         return
     runs, t0 = [], time.perf_counter()
@@ -277,10 +276,13 @@ def main(argv: list[str] | None = None) -> None:
                     spec_path = os.path.join(run_dir, "spec.json")
                     atomic_write_json(spec_path, spec)
                     print(f"[{ds} {variant} seed {seed}] training ...", flush=True)
-                    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-                    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--run_one", spec_path], env=env)
-                    if proc.returncode != 0:
-                        raise SystemExit(f"run {ds} {variant} seed {seed} failed (exit {proc.returncode})")
+                    log_path = os.path.join(run_dir, "stage.log")
+                    seconds, rss = run_stage_process(
+                        __file__, spec_path, log_path, args.threads, f"{ds}/{variant}/seed{seed}", echo=True
+                    )
+                    r = read_json(result_path) or {}
+                    r.update(stage_seconds=seconds, stage_peak_rss_mb=rss)
+                    atomic_write_json(result_path, r)
                 with open(result_path) as f:
                     r = json.load(f)
                 runs.append(r)
@@ -292,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
                 report = {
                     "benchmark": "cotraining_ablation",
                     "reference": "Peng, Estrada, Pedersoli, Desrosiers. Pattern Recognition 107, 107269 (2020)",
-                    "args": {k: v for k, v in vars(args).items() if k != "run_one"},
+                    "args": {k: v for k, v in vars(args).items() if k != "stage"},
                     "runs": runs,
                     "summary": summarise(runs),
                     "wall_seconds": time.perf_counter() - t0,
