@@ -134,7 +134,9 @@ class SegmenterRecipe:
         self.roi_size = None if roi_size is None else [int(s) for s in roi_size]
         self.num_epochs, self.epoch_length, self.batch_size = int(num_epochs), int(epoch_length), int(batch_size)
         self.loss = loss if loss is not None else DiceCELoss(to_onehot_y=True, softmax=True)
-        self.optimizer = optimizer or torch.optim.Adam(network.parameters(), lr=learning_rate)
+        if optimizer is None:
+            optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
+        self.optimizer = optimizer
         self.val_interval = int(val_interval or num_epochs)
         self.eval_batch_size, self.sw_batch_size, self.overlap = int(eval_batch_size), int(sw_batch_size), overlap
         self.device = torch.device(device)

@@ -199,3 +199,14 @@ def test_evaluation_of_a_saved_model(known, tmp_path):
 def test_invalid_arguments_raise(known, tmp_path, bad, message):
     with pytest.raises(ValueError, match=message):
         _recipe(known, str(tmp_path), **bad)
+
+
+def test_defaults_are_dice_ce_and_adam(known, tmp_path):
+    from monai.losses import DiceCELoss
+
+    recipe = _recipe(known, str(tmp_path), learning_rate=3e-4)
+    assert isinstance(recipe.loss, DiceCELoss) and isinstance(recipe.optimizer, torch.optim.Adam)
+    assert recipe.optimizer.param_groups[0]["lr"] == 3e-4
+    assert recipe.val_interval == recipe.num_epochs == 4  # one evaluation, after the last epoch
+    sgd = torch.optim.SGD(recipe.network.parameters(), lr=0.1)
+    assert _recipe(known, str(tmp_path), network=recipe.network, optimizer=sgd).optimizer is sgd
