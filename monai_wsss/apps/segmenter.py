@@ -42,7 +42,7 @@ class SegmenterRecipe:
     (:py:class:`~monai_wsss.handlers.ResumeCheckpointLoader`, :py:class:`~monai_wsss.handlers.AtomicCheckpointSaver`),
     a progress bar and a learning curve; :py:class:`monai.engines.SupervisedEvaluator` with ``MeanDice`` (mean over
     foreground classes, ``dice``, and per class, ``dice_per_class``), ``MeanIoUHandler`` (foreground, ``jaccard``;
-    background included, ``miou``), ``MetricsSaver`` and one overlay PNG per case.
+    background included, ``miou``), ``MetricsSaver`` and an overlay PNG per case (``save_overlays``).
 
     The downstream segmenter of Bailo, Ham, Shin, "Red blood cell image generation for data augmentation using
     conditional generative adversarial networks" (CVPR Workshops 2019) and of Lee, Kim, Yoon, "Anti-Adversarially
@@ -56,8 +56,9 @@ class SegmenterRecipe:
     metrics against the label; it runs after the last epoch (every ``val_interval`` epochs when given).
 
     Files: ``ckpt_dir/checkpoint_epoch=N.pt`` (resumable: model, optimiser, trainer) and ``ckpt_dir/model.pt`` (the
-    final state dict); ``output_dir/learning_curve.{csv,png}``, ``output_dir/metrics.csv`` and
-    ``output_dir/<case>_overlay.png``. :py:meth:`evaluation` builds the same evaluation for a saved ``model.pt``.
+    final state dict), written on rank 0 only; ``output_dir/learning_curve.{csv,png}``, ``output_dir/metrics.csv``
+    and, with ``save_overlays``, ``output_dir/<case>_overlay.png``. :py:meth:`evaluation` builds the same evaluation
+    for a saved ``model.pt``.
 
     Args:
         network: the segmenter (logits, ``num_classes`` channels), already on ``device``.
