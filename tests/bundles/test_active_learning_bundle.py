@@ -12,12 +12,16 @@ import pytest
 from conftest import REPO
 from monai.bundle import ConfigParser, ConfigWorkflow
 
+from monai_wsss.active import QueryStrategy
+
 BUNDLE = os.path.join(REPO, "bundles", "geometric_active_learning")
 CONFIGS = os.path.join(BUNDLE, "configs")
 META = os.path.join(CONFIGS, "metadata.json")
 SCHEMA = os.path.join(REPO, "monai_wsss", "schemas", "meta_schema_20240725.json")
 SMALL = {
-    "num_iterations": 3,
+    "num_epochs": 1,
+    "epoch_length": 3,
+    "roi_size": [32, 32, 3],
     "n_segments": 60,
     "regions_per_round": 4,
     "network_channels": [4, 8, 16],
@@ -27,8 +31,23 @@ SMALL = {
 }
 
 
+STRATEGIES = {
+    "random": {"_target_": "monai_wsss.active.RandomStrategy"},
+    "entropy": {"_target_": "monai_wsss.active.EntropyStrategy"},
+    "geometric": {"_target_": "monai_wsss.active.GeometricStrategy", "geometric_weight": "@geometric_weight"},
+    "geometric_plane": {
+        "_target_": "monai_wsss.active.GeometricPlaneStrategy",
+        "plane_radius": "@plane_radius",
+        "plane_angles": "@plane_angles",
+    },
+}
+
+
 def _run(tmp: str, dataset_dir: str, **kw) -> ConfigWorkflow:
+    """Run train.json on tiny data; ``strategy`` may be a library strategy's name (its ``_target_`` is set)."""
     over = dict(SMALL, dataset_dir=dataset_dir, output_dir=os.path.join(tmp, "outputs"))
+    if isinstance(kw.get("strategy"), str):
+        kw["strategy"] = STRATEGIES[kw["strategy"]]
     over.update(kw)
     wf = ConfigWorkflow(
         config_file=os.path.join(CONFIGS, "train.json"),
@@ -88,6 +107,10 @@ def test_two_rounds_per_strategy(tmp_path, tiny_tissue_dataset, strategy):
     assert set(np.unique(np.concatenate([v.ravel() for v in labels.values()]))) <= {-1, 0, 1, 2}
     for name in (f"learning_curve_{strategy}.png", "learning_curves.png"):
         assert os.path.getsize(os.path.join(tmp, "outputs", name)) > 0
+    for r in (0, 1):  # the engine's iterations of each round, recorded by the per-round learning-curve handler
+        with open(os.path.join(tmp, "outputs", strategy, "training", f"round_{r:03d}.csv")) as f:
+            assert len(list(csv.DictReader(f))) == SMALL["num_epochs"] * SMALL["epoch_length"]
+    assert os.path.isfile(os.path.join(tmp, "outputs", strategy, "model.pt"))  # the checkpoint handler's file
 
 
 def test_resume_keeps_round_one_annotations(tmp_path, tiny_tissue_dataset):
@@ -144,14 +167,68 @@ def test_file_annotator_waits_reads_and_rejects_wrong_shape(tmp_path, tiny_tissu
     assert len(_rows(tmp, "entropy")) == 1
 
 
+class ToyStrategy(QueryStrategy):
+    """A strategy that lives in this test module only: it always queries the ``size`` x ``size`` corner box (all
+    slices) of the last pool case, and records the box in the query."""
+
+    name = "toy"
+    needs_probs = False
+
+    def __init__(self, size: int = 6) -> None:
+        super().__init__()
+        self.size = size
+
+    def score(self, probs, regions, image=None, key=None, rng=None):
+        return np.zeros(int(regions.max()) + 1)
+
+    def select_case(self, scores, rng):
+        return len(scores) - 1
+
+    def propose(self, regions, annotated, scores, voxels_per_round=None, regions_per_round=10, rng=None):
+        mask = np.zeros(regions.shape, bool)
+        mask[: self.size, : self.size] = True
+        return {"mask": mask, "toy_box": self.size}
+
+
+def test_toy_strategy_from_a_config_override_alone(tmp_path, tiny_tissue_dataset):
+    """A strategy class defined here is picked by ``_target_`` (this module's dotted path) with no library edit, and
+    its query is exactly what gets annotated (with the ground truth)."""
+    from monai_wsss.data import load_semisupervised_datalist
+
+    tmp = str(tmp_path)
+    toy = {"_target_": f"{__name__}.ToyStrategy", "size": 6}
+    _run(tmp, tiny_tissue_dataset, strategy=toy, num_rounds=1)
+    before = _labels(tmp, "toy")
+    _run(tmp, tiny_tissue_dataset, strategy=toy, num_rounds=2)
+    rows, labels = _rows(tmp, "toy"), _labels(tmp, "toy")
+    assert [int(r["round"]) for r in rows] == [0, 1] and all(r["strategy"] == "toy" for r in rows)
+    pool = load_semisupervised_datalist(tiny_tissue_dataset, fully_labeled_fraction=None, val_fraction=0.0)["labeled"]
+    last = os.path.basename(pool[-1]["image"]).split(".")[0]
+    q0, q1 = _queries(tmp, "toy")
+    assert q0["round"] == 0 and "toy_box" not in q0  # round 0 is the shared random seed query
+    assert q1["round"] == 1 and q1["case"] == last and q1["toy_box"] == 6 and q1["strategy"] == "toy"
+    truth = np.asarray(nib.load(pool[-1]["label"]).dataobj).astype(np.int16)
+    box = np.zeros(truth.shape, bool)
+    box[:6, :6] = True
+    was = before[last] != -1
+    np.testing.assert_array_equal(labels[last] != -1, was | box)  # the toy's box is what round 1 annotated
+    np.testing.assert_array_equal(labels[last][box], truth[box])  # with the ground truth
+    for case, lab in before.items():
+        if case != last:
+            np.testing.assert_array_equal(labels[case], lab)  # no other case changed
+    assert q1["voxels"] == int((box & ~was).sum())
+    assert int(rows[1]["annotated_voxels"]) - int(rows[0]["annotated_voxels"]) == q1["voxels"]
+
+
 def test_metadata_and_paper_override():
     from monai.bundle import verify_metadata
 
     verify_metadata(meta_file=META, filepath=SCHEMA)
     parser = ConfigParser()
     parser.read_config([os.path.join(CONFIGS, "train.json"), os.path.join(CONFIGS, "paper.json")])
-    assert parser.get_parsed_content("strategy") == "geometric_plane"
+    assert parser.get_parsed_content("strategy").name == "geometric_plane"
     assert parser.get_parsed_content("geometric_weight") == 1.0
+    assert parser.get_parsed_content("strategy").geometric_weight == 1.0
 
 
 def test_dice_weight_reaches_the_retraining_loss():
@@ -161,4 +238,33 @@ def test_dice_weight_reaches_the_retraining_loss():
     parser["dice_weight"] = 1.0
     loss = parser.get_parsed_content("loss", lazy=False)
     assert loss.dice_weight == 1.0 and loss.ce_weight == 1.0
-    assert parser.get("loop")["loss"] == "@loss"
+    assert parser.get("train::trainer")["loss_function"] == "@loss"  # the loop's loss is its engine's
+
+
+def test_the_loop_receives_the_engine_inferer_and_strategy_of_the_config():
+    """The config builds the trainer, dataloader, crops and inferer and hands them to the loop; the keys follow the
+    README vocabulary (schedule num_epochs x epoch_length, roi_size for crop and window, divisible_by)."""
+    from monai.engines import SupervisedTrainer
+    from monai.inferers import SlidingWindowInferer
+
+    from monai_wsss.active import GeometricStrategy
+
+    parser = ConfigParser()
+    parser.read_config(os.path.join(CONFIGS, "train.json"))
+    config = parser.get()
+    for old in ("num_iterations", "divisor", "patch_size"):
+        assert old not in config
+    loop = config["loop"]
+    assert loop["trainer"] == "@train::trainer" and loop["inferer"] == "@inferer" and loop["strategy"] == "@strategy"
+    assert loop["divisible_by"] == "@divisible_by" and loop["warm_start"] == "@warm_start"
+    trainer = config["train"]["trainer"]
+    assert trainer["max_epochs"] == "@num_epochs" and trainer["epoch_length"] == "@epoch_length"
+    assert config["inferer"]["roi_size"] == "@roi_size"
+    crop = config["train"]["preprocessing"]["transforms"][0]
+    assert (
+        crop["_target_"] == "RandWeightedCropd" and crop["w_key"] == "annotated" and crop["spatial_size"] == "@roi_size"
+    )
+    assert config["warm_start"] is False  # the documented default: retrain from scratch
+    assert isinstance(parser.get_parsed_content("train::trainer"), SupervisedTrainer)
+    assert isinstance(parser.get_parsed_content("inferer"), SlidingWindowInferer)
+    assert isinstance(parser.get_parsed_content("strategy"), GeometricStrategy)

@@ -20,8 +20,18 @@ BUNDLE = os.path.join(REPO, "bundles", "geometric_active_learning")
 CONFIGS = os.path.join(BUNDLE, "configs")
 META = os.path.join(CONFIGS, "metadata.json")
 STRATEGY = "entropy"  # not the default strategy, so the strategy key must select the checkpoint
-TINY = {"network_channels": [4, 8, 16]}
-LOOP = {"num_rounds": 1, "num_iterations": 30, "regions_per_round": 20, "n_segments": 60, "device": "cpu", **TINY}
+# one sliding window covers a tiny slab padded to [4, 4, 1] (49 x 58 x 3 -> 52 x 60 x 3), so the window prediction is
+# the full-image prediction the inference test recomputes by hand
+TINY = {"network_channels": [4, 8, 16], "roi_size": [52, 60, 3]}
+LOOP = {
+    "num_rounds": 1,
+    "num_epochs": 1,
+    "epoch_length": 30,
+    "regions_per_round": 20,
+    "n_segments": 60,
+    "device": "cpu",
+    **TINY,
+}
 
 pytestmark = pytest.mark.filterwarnings("ignore:NvImgCodecPydicomReader")
 
@@ -36,7 +46,7 @@ def trained(tmp_path_factory, tiny_tissue_dataset) -> tuple[str, dict]:
         workflow_type="train",
         bundle_root=root,
         dataset_dir=tiny_tissue_dataset,
-        strategy=STRATEGY,
+        strategy={"_target_": "monai_wsss.active.EntropyStrategy"},
         **LOOP,
     )
     wf.initialize()
@@ -138,7 +148,8 @@ def test_cli_inference_on_the_test_list(trained, tiny_tissue_dataset):
     root, _ = trained
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", os.path.join(CONFIGS, "inference.json")]
     cmd += ["--meta_file", META, "--bundle_root", root, "--dataset_dir", tiny_tissue_dataset]
-    cmd += ["--strategy", STRATEGY, "--network_channels", "[4,8,16]", "--save_overlays", "False"]
+    cmd += ["--strategy", STRATEGY, "--network_channels", "[4,8,16]", "--roi_size", "[52,60,3]"]
+    cmd += ["--save_overlays", "False"]
     proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = os.path.join(root, "eval", STRATEGY, "inference")
@@ -153,8 +164,8 @@ def test_cli_inference_on_the_test_list(trained, tiny_tissue_dataset):
 
 
 def test_inference_network_is_the_trained_unet(tiny_tissue_dataset):
-    """What the model zoo's CI runs against inference.json alone, and the same UNet, strategy and padding as
-    train.json (so the loop's model.pt loads)."""
+    """What the model zoo's CI runs against inference.json alone, and the same UNet, strategy, padding and
+    sliding-window inferer as train.json (so the loop's model.pt loads and predicts as in the loop)."""
     from monai.bundle import verify_net_in_out
 
     verify_net_in_out(
@@ -165,8 +176,11 @@ def test_inference_network_is_the_trained_unet(tiny_tissue_dataset):
     infer.read_meta(META)
     train.read_config(os.path.join(CONFIGS, "train.json"))
     train["dataset_dir"] = tiny_tissue_dataset
-    for key in ("strategy", "network_channels", "network_strides", "divisor", "num_classes", "image_channels"):
+    assert infer.get_parsed_content("strategy") == train.get_parsed_content("strategy").name
+    keys = ("network_channels", "network_strides", "divisible_by", "roi_size", "sw_overlap", "num_classes")
+    for key in (*keys, "image_channels"):
         assert infer.get_parsed_content(key) == train.get_parsed_content(key), key
+    assert infer.get("inferer") == train.get("inferer")  # the same sliding-window inferer as the loop's
     assert repr(infer.get_parsed_content("network_def")) == repr(train.get_parsed_content("network_def"))
     channel_def = infer["_meta_::network_data_format::outputs::pred::channel_def"]
     assert len(channel_def) == infer["num_classes"]
