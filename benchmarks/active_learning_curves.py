@@ -113,8 +113,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="annotated voxels per query: one value, or one per --datasets entry (default: default 5000, EM 1000)",
     )
-    p.add_argument("--num_epochs", type=int, default=8, help="epochs per round and for the reference")
-    p.add_argument("--epoch_length", type=int, default=50, help="iterations per epoch")
+    p.add_argument("--num_epochs", type=int, default=2, help="epochs per round and for the reference (measured: 2)")
+    p.add_argument("--epoch_length", type=int, default=60, help="iterations per epoch (measured: 60)")
     p.add_argument(
         "--warm_start", action="store_true", help="retrain each round from the previous round (default: from scratch)"
     )
@@ -139,7 +139,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="default benchmarks/results/active_learning_curves[_smoke].json")
     p.add_argument("--work_dir", default=None, help="default /tmp/al_curves_bench (/tmp/al_curves_bench_smoke)")
     p.add_argument("--resume", action="store_true", help="continue curves and reuse finished references")
-    p.add_argument("--smoke", action="store_true", help="1 seed, 2 rounds x 2 iterations, 300 voxels, EM at 128")
+    p.add_argument("--smoke", action="store_true", help="1 seed, 2 rounds x 1 x 2 iterations, 300 voxels, EM at 128")
     args = p.parse_args(argv)
     if args.smoke:
         args.seeds, args.rounds, args.num_epochs, args.epoch_length = args.seeds[:1], 2, 1, 2
@@ -282,7 +282,8 @@ def make_loop(data: dict, strategy: str, seed: int, run_dir: str, args: argparse
 
 
 def full_reference(data: dict, seed: int, run_dir: str, args: argparse.Namespace) -> dict:
-    """Same network, initial weights and iterations, trained on every pool label; cached in the run folder."""
+    """Same bundle engine, network, initial weights and schedule, trained on every pool label; cached in the run
+    folder."""
     path = os.path.join(run_dir, "full_supervision.json")
     cached = read_json(path) if args.resume else None
     schedule = {"num_epochs": args.num_epochs, "epoch_length": args.epoch_length, "dice_weight": args.dice_weight}

@@ -65,7 +65,6 @@ CURVE_FIELDS = (
     "seconds",
 )
 MODEL_FILE = "model.pt"
-TRAIN_KEYS = ("image", "label", "annotated")
 
 
 def _read_csv(path: str) -> list[dict]:
