@@ -166,6 +166,9 @@ class FeatureUncertaintyStrategy(QueryStrategy):
     Args:
         mode: the voxel uncertainty.
         name: defaults to ``mode``.
+
+    Raises:
+        ValueError: ``mode`` is not one of the uncertainty modes.
     """
 
     def __init__(self, mode: str = "entropy", name: str | None = None) -> None:
@@ -216,7 +219,7 @@ class GeometricStrategy(QueryStrategy):
         name: defaults to ``"geometric"``.
 
     Raises:
-        ValueError: ``geometric_weight`` is negative or ``walk_steps`` below 1.
+        ValueError: ``geometric_weight`` is negative, ``walk_steps`` below 1, or ``mode`` unknown.
     """
 
     name = "geometric"
@@ -228,7 +231,8 @@ class GeometricStrategy(QueryStrategy):
             raise ValueError(f"need geometric_weight >= 0 and walk_steps >= 1, got {geometric_weight}, {walk_steps}.")
         super().__init__(name)
         self.geometric_weight, self.walk_steps = float(geometric_weight), int(walk_steps)
-        self.mode = look_up_option(mode, UNCERTAINTY_MODES) and mode
+        look_up_option(mode, UNCERTAINTY_MODES)  # validates the name
+        self.mode = mode
         self._graphs: dict[str, RegionGraph] = {}
 
     def graph(self, regions: np.ndarray, image: np.ndarray | None = None, key: str | None = None) -> RegionGraph:
