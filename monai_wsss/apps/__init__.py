@@ -1,18 +1,17 @@
-"""Runners on top of the library: synthesis (and, later, Slicer and the active-learning loop)."""
+"""Runners on top of the library: they orchestrate rounds and files (active-learning loop, pair synthesis, pseudo-label
+writer, the downstream segmenter recipe)."""
 
 from .active_learning import STRATEGIES, ActiveLearningLoop, plot_learning_curves
+from .segmenter import SegmenterRecipe
 from .synthesis import GeneratedMasks, PairSynthesizer
-from .weak_supervision import SEED_METHODS, PseudoLabelWriter, class_activation_maps, peak_response_seeds, resize_maps
+from .weak_supervision import PseudoLabelWriter
 
 __all__ = [
     "ActiveLearningLoop",
-    "STRATEGIES",
-    "plot_learning_curves",
     "GeneratedMasks",
     "PairSynthesizer",
-    "SEED_METHODS",
     "PseudoLabelWriter",
-    "class_activation_maps",
-    "peak_response_seeds",
-    "resize_maps",
+    "STRATEGIES",
+    "SegmenterRecipe",
+    "plot_learning_curves",
 ]

@@ -18,11 +18,6 @@ from monai.metrics.confusion_matrix import compute_confusion_matrix_metric
 from monai.transforms import LoadImage
 
 from ..attribution import (
-    CAMSeeds,
-    PeakInstanceRetrieval,
-    PeakResponseMapping,
-    PerSampleCAM,
-    PRMSeeds,
     SeedMethod,
     resize_maps,
 )
@@ -31,40 +26,9 @@ from ..handlers.figures import save_image_grid
 from ..transforms import seeds_to_pseudo_label
 from ..utils import atomic_write_datalist, atomic_write_image, atomic_write_json, replace_directory
 
-__all__ = ["SEED_METHODS", "PseudoLabelWriter", "class_activation_maps", "peak_response_seeds", "resize_maps"]
+__all__ = ["PseudoLabelWriter"]
 
 IOU_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
-
-# Names of the built-in seed methods (monai_wsss.attribution.{CAM,AdvCAM,PRM}Seeds). Nothing switches on them: a
-# bundle picks its seed method object by `_target_`. Kept, with the two functional forms below, only while
-# monai_wsss/apps/__init__.py still exports them.
-SEED_METHODS = ("cam", "advcam", "prm")
-
-
-def class_activation_maps(cam: PerSampleCAM, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """
-    Functional form of :py:class:`~monai_wsss.attribution.CAMSeeds` on a ready ``PerSampleCAM``.
-
-    Raises:
-        ValueError: see :py:func:`~monai_wsss.attribution.check_tags`.
-    """
-    return CAMSeeds(cam)(images, labels)
-
-
-def peak_response_seeds(
-    prm: PeakResponseMapping,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    retrieval: PeakInstanceRetrieval | None = None,
-) -> torch.Tensor:
-    """
-    Functional form of :py:class:`~monai_wsss.attribution.PRMSeeds`.
-
-    Raises:
-        ValueError: see :py:func:`~monai_wsss.attribution.check_tags`.
-    """
-    return PRMSeeds(prm, retrieval)(images, labels)
-
 
 class _SeedScores:
     """

@@ -249,15 +249,3 @@ def test_foreground_iou_is_any_class_vs_background(tmp_path):
     assert metrics["seed_iou"] == {"a": 0.0, "b": 0.0}
     assert metrics["seed_background_iou"] == 0.0 and metrics["seed_miou"] == 0.0
     assert metrics["seed_fg_iou"] == 1.0 and metrics["best_threshold"] == {"threshold": 0.05, "fg_iou": 1.0}
-
-
-def test_functional_forms_equal_the_seed_methods():
-    from monai_wsss.apps import class_activation_maps, peak_response_seeds
-    from monai_wsss.attribution import PerSampleCAM, max_normalizer
-
-    net = _net()
-    x, tags = torch.rand(2, 1, 16, 16), torch.tensor([[1.0], [0.0]])
-    cam = PerSampleCAM(net, "feature", "classifier", postprocessing=max_normalizer)
-    assert torch.equal(class_activation_maps(cam, x, tags), CAMSeeds(net)(x, tags))
-    prm = PeakResponseMapping(net)
-    assert torch.equal(peak_response_seeds(prm, x, tags), PRMSeeds(prm)(x, tags))

@@ -27,7 +27,7 @@ SMALL = {
     "batch_size": 4,
     "advcam_steps": 1,
     "advcam_flip": False,
-    "seed_batch_size": 8,
+    "seeds::batch_size": 8,
     "panel_samples": 2,
     "segment::network_def::channels": [4, 8, 16],
     "segment::network_def::strides": [2, 2],
