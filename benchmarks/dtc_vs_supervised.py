@@ -62,7 +62,7 @@ Protocol (every value below can be overridden by a flag; see ``--help``)
 How to run (from the repository root)
     .venv/bin/python benchmarks/dtc_vs_supervised.py                  # the full protocol, 2 arms x 2 seeds
     .venv/bin/python benchmarks/dtc_vs_supervised.py --resume         # after an interruption: keep finished runs
-    .venv/bin/python benchmarks/dtc_vs_supervised.py --smoke          # 6 iterations, seed 1337, 2 threads: ~1-2 min
+    .venv/bin/python benchmarks/dtc_vs_supervised.py --smoke          # 6 iterations, seed 1337, 2 threads: ~1 min
 
     Results: ``--out`` (default ``benchmarks/results/dtc_vs_supervised.json``, ``dtc_vs_supervised_smoke.json`` with
     ``--smoke``; a small summary without weights or images, rewritten atomically after every run). Per run, a folder
