@@ -89,7 +89,7 @@ import time
 import numpy as np
 from _common import read_json, run_stage_process
 
-from monai_wsss.utils import atomic_write_json
+from monai_wsss.utils import atomic_write_json, atomic_write_torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE = os.path.join(REPO, "bundles", "advcam_weakly_supervised_seg")
@@ -361,7 +361,7 @@ def run_speed(spec: dict) -> dict:
     )
     if device.type == "cuda":
         record["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    torch.save(maps.cpu(), spec["maps"])
+    atomic_write_torch(spec["maps"], maps.cpu())
     return record
 
 
@@ -477,7 +477,7 @@ def run_speed_test(ds: str, data_dir: str, seed: int, args: argparse.Namespace) 
             classifier_seconds=trained.get("stage_seconds"),
         )  # fmt: skip
     b, r = records["batched"], records["reference"]
-    diff = (torch.load(b["_maps"]) - torch.load(r["_maps"])).abs().max()
+    diff = (torch.load(b["_maps"], weights_only=True) - torch.load(r["_maps"], weights_only=True)).abs().max()
     out = {
         "dataset": ds,
         "classifier_seed": seed,
