@@ -18,6 +18,7 @@ from .default_data import (
 from .describe import describe_dataset
 from .loaders import MultiStreamLoader, TwoStreamLoader, subset_loaders
 from .microscopy import NUCLEI_DATASET, build_nuclei_tiles_dataset
+from .schedule import run_length
 from .tagging import TAGGED_NUCLEI_DATASET, build_tagged_nuclei_dataset, load_tagged_datalist, parse_class_labels
 from .validation import DatasetError, validate_case, validate_datalist
 
@@ -42,6 +43,7 @@ __all__ = [
     "load_test_datalist",
     "parse_class_labels",
     "partition_labeled",
+    "run_length",
     "split_labeled_unlabeled",
     "subset_loaders",
     "validate_case",

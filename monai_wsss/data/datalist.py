@@ -20,6 +20,16 @@ __all__ = [
 ]
 
 LABELED, UNLABELED, VALIDATION, TEST = "labeled", "unlabeled", "validation", "test"
+SPLIT_ORDERS = ("seeded", "ordered")
+
+
+def _shuffle_of(split_order: str | None, shuffle: bool) -> bool:
+    """``split_order`` ("seeded": a seeded shuffle, "ordered": datalist order) when given, else ``shuffle``."""
+    if split_order is None:
+        return bool(shuffle)
+    if split_order not in SPLIT_ORDERS:
+        raise ValueError(f"`split_order` must be one of {list(SPLIT_ORDERS)}, got {split_order!r}.")
+    return split_order == "seeded"
 
 
 def _read_list(path: str, key: str, base_dir: str) -> list[dict]:
@@ -69,7 +79,12 @@ def split_labeled_unlabeled(
 
 
 def partition_labeled(
-    items: Sequence[dict], num_subsets: int = 2, overlap: float = 0.0, seed: int = 0, shuffle: bool = True
+    items: Sequence[dict],
+    num_subsets: int = 2,
+    overlap: float = 0.0,
+    seed: int = 0,
+    shuffle: bool = True,
+    split_order: str | None = None,
 ) -> list[list[dict]]:
     """
     Split labelled cases into ``num_subsets`` training subsets, one per ensemble member (co-training, Peng et al.,
@@ -83,10 +98,14 @@ def partition_labeled(
         overlap: fraction of the cases shared by all subsets, in [0, 1].
         seed: seed of the shuffle.
         shuffle: when False, the shared cases are the first ones and the rest is dealt in datalist order.
+        split_order: ``"seeded"`` (shuffle) or ``"ordered"`` (datalist order); when given, it overrides ``shuffle``
+            (the bundles' documented ``split_order`` key).
 
     Raises:
-        ValueError: S < 2, overlap outside [0, 1], or too few cases to give every subset at least one.
+        ValueError: S < 2, overlap outside [0, 1], too few cases to give every subset at least one, or an unknown
+            ``split_order``.
     """
+    shuffle = _shuffle_of(split_order, shuffle)
     items = list(items)
     if int(num_subsets) < 2:
         raise ValueError(f"`num_subsets` (the number of ensemble members, num_models) must be >= 2, got {num_subsets}.")
@@ -117,6 +136,7 @@ def load_semisupervised_datalist(
     fully_labeled_fraction: float | None = 0.2,
     seed: int = 0,
     shuffle: bool = True,
+    split_order: str | None = None,
     validate: bool = True,
     label_values: Sequence[int] | None = None,
     label_transform: Callable | None = None,
@@ -151,6 +171,9 @@ def load_semisupervised_datalist(
             ``labeled_fraction`` is given; ``None`` keeps every label (then there is no unlabelled case).
         seed: seed of the hold-out and the labelled split.
         shuffle: when False, hold-out and labelled subset follow datalist order (validation from the end).
+        split_order: the bundles' documented switch, overriding ``shuffle`` when given: ``"seeded"`` (a shuffle
+            seeded by ``seed``) or ``"ordered"`` (the first ``num_labeled`` cases of the datalist keep their labels;
+            the validation hold-out is taken from the end).
         validate: check every file before training (see :py:func:`monai_wsss.data.validate_datalist`).
         label_values: allowed label values; default: the keys of the datalist's ``labels`` field if present.
         label_transform: applied to each label before its values are checked (e.g. decoding grey-coded masks).
@@ -158,7 +181,9 @@ def load_semisupervised_datalist(
 
     Raises:
         DatasetError: the folder or datalist is missing, or a file fails validation; the message names the file.
+        ValueError: an unknown ``split_order``, or ``val_fraction`` outside [0, 1).
     """
+    shuffle = _shuffle_of(split_order, shuffle)
     if not os.path.isdir(dataset_dir):
         raise DatasetError(f"{dataset_dir}: dataset folder does not exist.")
     path, meta = read_datalist(dataset_dir, datalist)

@@ -6,6 +6,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from torch.utils.data import DataLoader
 
+from .schedule import run_length
+
 __all__ = ["MultiStreamLoader", "TwoStreamLoader", "subset_loaders"]
 
 
@@ -25,8 +27,7 @@ class MultiStreamLoader:
     def __init__(
         self, streams: Mapping[str, Iterable | None], epoch_length: int, names: Mapping[str, str] | None = None
     ) -> None:
-        if epoch_length < 1:
-            raise ValueError(f"`epoch_length` must be positive, got {epoch_length}.")
+        run_length(1, epoch_length)  # a positive integer, or a ValueError naming `epoch_length`
         if not any(v is not None for v in streams.values()):
             raise ValueError("MultiStreamLoader needs at least one data loader.")
         self.streams = {k: v for k, v in streams.items() if v is not None}

@@ -5,6 +5,7 @@ from .consistency_weight import ConsistencyWeightScheduler, sigmoid_rampup
 from .figures import LearningCurveWriter, OverlayPNGSaver, SynthesisGridSaver, save_image_grid, save_overlay_png
 from .metrics import FeatureDistance, SpacingAwareMetricHandler, member_dice_metrics
 from .progress import ProgressBar
+from .run_info import RunSummary, quiet_optional_decoders
 from .validation import OptionalValidationHandler
 
 __all__ = [
@@ -16,11 +17,13 @@ __all__ = [
     "OverlayPNGSaver",
     "ProgressBar",
     "ResumeCheckpointLoader",
+    "RunSummary",
     "SpacingAwareMetricHandler",
     "SynthesisGridSaver",
     "latest_checkpoint",
     "load_model_weights",
     "member_dice_metrics",
+    "quiet_optional_decoders",
     "save_image_grid",
     "save_overlay_png",
     "sigmoid_rampup",

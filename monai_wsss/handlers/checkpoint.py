@@ -8,6 +8,7 @@ import os
 import re
 
 import torch
+from ignite.engine import Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from ..compat import make_checkpoint_saver_atomic
@@ -64,6 +65,11 @@ class ResumeCheckpointLoader:
         enabled: False always starts afresh.
         pattern: glob of checkpoint names.
         map_location: passed to ``torch.load``.
+        name: name of the logger.
+
+    Logs (``INFO``) which checkpoint file the run continues from, after which iteration and epoch, and how many of
+    the run's ``max_epochs * epoch_length`` iterations are left; or that training starts from iteration 0. ignite's
+    own "Engine run resuming from iteration 0, epoch 0" line, written before the checkpoint is loaded, is dropped.
     """
 
     def __init__(
@@ -87,13 +93,31 @@ class ResumeCheckpointLoader:
 
     def attach(self, engine) -> None:
         self.path = latest_checkpoint(self.ckpt_dir, self.pattern) if self.enabled else None
+        # ignite logs "Engine run resuming from iteration 0, epoch 0" before any checkpoint is loaded (a MONAI
+        # workflow's state is pre-set); that line reads as a restart, so this handler's own lines replace it
+        engine.logger.addFilter(_drop_ignite_resume_line)
         if self.path is None:
             self.logger.info(f"No checkpoint in {self.ckpt_dir}: training starts from iteration 0.")
             return
-        self.logger.info(f"Resuming from {self.path}.")
         if self.load_engine_as:
             self.load_dict[self.load_engine_as] = engine
         CheckpointLoader(load_path=self.path, load_dict=self.load_dict, map_location=self.map_location).attach(engine)
+        engine.add_event_handler(Events.STARTED, self._log_resumed)  # after the loader's STARTED handler
+
+    def _log_resumed(self, engine) -> None:
+        state = engine.state
+        if not self.load_engine_as:
+            self.logger.info(f"Weights and optimiser restored from {self.path}; the iteration count starts at 0.")
+            return
+        total = int(state.max_epochs) * int(state.epoch_length)
+        self.logger.info(
+            f"Resuming from {self.path}: continues after iteration {state.iteration} (epoch {state.epoch} of "
+            f"{state.max_epochs}), {max(total - state.iteration, 0)} of {total} iterations left."
+        )
+
+
+def _drop_ignite_resume_line(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Engine run resuming from iteration 0, epoch 0 ")
 
 
 def load_model_weights(
