@@ -55,8 +55,9 @@ class SegmenterRecipe:
     only, a sliding window of ``roi_size`` (whole images with ``SimpleInferer`` when ``roi_size`` is None), argmax,
     metrics against the label; it runs after the last epoch (every ``val_interval`` epochs when given).
 
-    Files: ``ckpt_dir/checkpoint_epoch=N.pt`` (resumable: model, optimiser, trainer) and ``ckpt_dir/model.pt`` (the
-    final state dict), written on rank 0 only; ``output_dir/learning_curve.{csv,png}``, ``output_dir/metrics.csv``
+    Files: ``ckpt_dir/checkpoint_epoch=N.pt`` (resumable: model, optimiser, trainer; the last ``n_saved`` are
+    kept), ``ckpt_dir/model.pt`` (the final state dict) and ``ckpt_dir/model_best.pt`` (the state dict at the
+    evaluation with the best ``dice`` on ``test_data``), written on rank 0 only; ``output_dir/learning_curve.{csv,png}``, ``output_dir/metrics.csv``
     and, with ``save_overlays``, ``output_dir/<case>_overlay.png``. :py:meth:`evaluation` builds the same evaluation
     for a saved ``model.pt``.
 
@@ -86,6 +87,7 @@ class SegmenterRecipe:
         num_workers: data loader workers.
         save_overlays: write the overlay PNGs.
         stream_name: name of the training images in error messages.
+        n_saved: how many interval checkpoints ``checkpoint_epoch=N.pt`` are kept (the newest).
 
     Raises:
         ValueError: ``num_classes`` < 2, ``num_epochs``, ``epoch_length`` or ``batch_size`` < 1, or an empty
@@ -119,6 +121,7 @@ class SegmenterRecipe:
         num_workers: int = 0,
         save_overlays: bool = True,
         stream_name: str = "training images",
+        n_saved: int = 1,
     ) -> None:
         if num_classes < 2:
             raise ValueError(f"`num_classes` must count background and at least one class, got {num_classes}.")
@@ -143,6 +146,7 @@ class SegmenterRecipe:
         self.device = torch.device(device)
         self.resume, self.amp, self.num_workers = resume, amp, int(num_workers)
         self.save_overlays, self.stream_name = save_overlays, stream_name
+        self.n_saved = int(n_saved)
         self.logger = logging.getLogger(__name__)
 
     # ----------------------------------------------------------------------------------------------- training
@@ -177,7 +181,7 @@ class SegmenterRecipe:
                 ProgressBar(output_keys=["loss"]),
                 LearningCurveWriter(self.output_dir, output_keys=["loss"]),
                 AtomicCheckpointSaver(
-                    self.ckpt_dir, state, save_engine_as="trainer", save_interval=1, epoch_level=True, n_saved=1
+                    self.ckpt_dir, state, save_engine_as="trainer", save_interval=1, epoch_level=True, n_saved=self.n_saved
                 ),
                 AtomicCheckpointSaver(
                     self.ckpt_dir,
@@ -275,8 +279,17 @@ class SegmenterRecipe:
 
     @cached_property
     def evaluator(self) -> SupervisedEvaluator:
-        """The evaluation run by the trainer (``output_dir``, no per-case tables)."""
-        return self.evaluation(self.output_dir)
+        """The evaluation run by the trainer (``output_dir``, no per-case tables; ``model_best.pt`` on rank 0)."""
+        evaluator = self.evaluation(self.output_dir)
+        if _is_rank0():
+            AtomicCheckpointSaver(
+                self.ckpt_dir,
+                {"model": self.network},
+                save_key_metric=True,
+                key_metric_filename="model_best.pt",
+                key_metric_n_saved=1,
+            ).attach(evaluator)
+        return evaluator
 
     def run(self) -> dict[str, Any]:
         """Train (evaluating every ``val_interval`` epochs and at the end) and return the evaluator's metrics."""

@@ -49,6 +49,10 @@ def _case_name(item: Mapping, dataset_dir: str) -> str:
     return os.path.relpath(path, root) if path.startswith(root + os.sep) else str(image)
 
 
+def _is_case_list(value) -> bool:
+    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, Mapping) for v in value)
+
+
 def _bundle_name(bundle_root: str) -> str:
     meta = os.path.join(bundle_root, "configs", "metadata.json")
     if os.path.isfile(meta):
@@ -76,12 +80,14 @@ class RunSummary:
         bundle_root: the bundle folder; its ``configs/metadata.json`` gives the bundle's name.
         dataset_dir: the data folder.
         datalist: the lists of the split, ``{"labeled": [...], "unlabeled": [...], "validation": [...],
-            "test": [...]}`` (the output of :py:func:`monai_wsss.data.load_semisupervised_datalist`).
+            "test": [...]}`` (the output of :py:func:`monai_wsss.data.load_semisupervised_datalist`); any other
+            list of cases in it (e.g. ``training`` of a tagged datalist) is logged and recorded too.
         device: the training device.
         num_epochs: the bundle's ``num_epochs``.
         epoch_length: the bundle's ``epoch_length``.
         output_dir: where ``split.json`` goes; ``None`` writes nothing.
-        split_order: ``"seeded"`` or ``"ordered"`` (recorded as given).
+        split_order: ``"seeded"`` or ``"ordered"`` (recorded as given); ``None`` for lists taken as the datalist
+            gives them (no split).
         seed: the seed of a seeded split.
         subsets: the labelled subsets of ensemble members (co-training), recorded in ``split.json``.
         name: name of the logger.
@@ -113,18 +119,21 @@ class RunSummary:
         self.output_dir = output_dir
         self.split_order = split_order
         self.seed = seed
-        self.split: dict = {k: [_case_name(d, dataset_dir) for d in datalist.get(k, [])] for k in _LISTS}
+        keys = list(_LISTS) + [k for k in datalist if k not in _LISTS and _is_case_list(datalist[k])]
+        self.split: dict = {k: [_case_name(d, dataset_dir) for d in datalist.get(k, [])] for k in keys}
+        self.lists = keys
         if subsets is not None:
             self.split["subsets"] = [[_case_name(d, dataset_dir) for d in s] for s in subsets]
         self.logger = logging.getLogger(name)
 
     def summary(self) -> str:
         """The first line of the run."""
-        counts = ", ".join(f"{len(self.split[k])} {k}" for k in _LISTS)
-        seed = f", seed {self.seed}" if self.split_order != "ordered" and self.seed is not None else ""
+        counts = ", ".join(f"{len(self.split[k])} {k}" for k in self.lists if k in _LISTS or self.split[k])
+        seed = f", seed {self.seed}" if self.split_order == "seeded" and self.seed is not None else ""
+        order = f"split {self.split_order}{seed}" if self.split_order else "lists of the datalist"
         return (
             f"{_bundle_name(self.bundle_root)}: data {os.path.abspath(self.dataset_dir)}; "
-            f"split {self.split_order}{seed}: {counts}; device {self.device}; "
+            f"{order}: {counts}; device {self.device}; "
             f"{self.num_epochs} epochs x {self.epoch_length} iterations = {self.total} iterations."
         )
 
@@ -136,7 +145,7 @@ class RunSummary:
                 f"`num_epochs` x `epoch_length` is {self.num_epochs} x {self.epoch_length}."
             )
         self.logger.info(self.summary())
-        for key in _LISTS:
+        for key in self.lists:
             self.logger.info(f"{key} ({len(self.split[key])}): {', '.join(self.split[key]) or '-'}")
         for i, subset in enumerate(self.split.get("subsets", [])):
             self.logger.info(f"member {i} subset ({len(subset)}): {', '.join(subset) or '-'}")

@@ -99,7 +99,7 @@ def test_resume_continues_iterations_optimizer_and_lr(tmp_path, tiny_brain_datas
     tmp = str(tmp_path)
     first = _train(tmp, tiny_brain_dataset, num_epochs=2, epoch_length=2, lr_step_iterations=5)
     opt1 = first.parser.get_parsed_content("optimizer").state_dict()
-    assert sorted(os.listdir(os.path.join(tmp, "models"))) == ["checkpoint_epoch=2.pt", "model.pt", "model_best.pt"]
+    assert sorted(os.listdir(os.path.join(tmp, "models"))) == ["checkpoint_epoch=2.pt", "model.pt"]
     # "killed" after 4 iterations; re-run asking for 8: it resumes at iteration 4
     second = _train_workflow(tmp, tiny_brain_dataset, num_epochs=4, epoch_length=2, lr_step_iterations=5)
     trainer = second.parser.get_parsed_content("train::trainer")
