@@ -57,9 +57,9 @@ class SegmenterRecipe:
 
     Files: ``ckpt_dir/checkpoint_epoch=N.pt`` (resumable: model, optimiser, trainer; the last ``n_saved`` are
     kept), ``ckpt_dir/model.pt`` (the final state dict) and ``ckpt_dir/model_best.pt`` (the state dict at the
-    evaluation with the best ``dice`` on ``test_data``), written on rank 0 only; ``output_dir/learning_curve.{csv,png}``, ``output_dir/metrics.csv``
-    and, with ``save_overlays``, ``output_dir/<case>_overlay.png``. :py:meth:`evaluation` builds the same evaluation
-    for a saved ``model.pt``.
+    evaluation with the best ``dice`` on ``test_data``), written on rank 0 only;
+    ``output_dir/learning_curve.{csv,png}``, ``output_dir/metrics.csv`` and, with ``save_overlays``,
+    ``output_dir/<case>_overlay.png``. :py:meth:`evaluation` builds the same evaluation for a saved ``model.pt``.
 
     Args:
         network: the segmenter (logits, ``num_classes`` channels), already on ``device``.
@@ -181,7 +181,12 @@ class SegmenterRecipe:
                 ProgressBar(output_keys=["loss"]),
                 LearningCurveWriter(self.output_dir, output_keys=["loss"]),
                 AtomicCheckpointSaver(
-                    self.ckpt_dir, state, save_engine_as="trainer", save_interval=1, epoch_level=True, n_saved=self.n_saved
+                    self.ckpt_dir,
+                    state,
+                    save_engine_as="trainer",
+                    save_interval=1,
+                    epoch_level=True,
+                    n_saved=self.n_saved,
                 ),
                 AtomicCheckpointSaver(
                     self.ckpt_dir,

@@ -25,14 +25,29 @@ def _decoder_notice(record: logging.LogRecord) -> bool:
     return "nvImageCodec" not in str(record.msg)
 
 
-def quiet_optional_decoders(verbose: bool = False, device: str | torch.device | None = None) -> bool:
+def _as_bool(name: str, value: bool | str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ValueError(f"`{name}` must be true or false, got {value!r}.")
+
+
+def quiet_optional_decoders(verbose: bool | str = False, device: str | torch.device | None = None) -> bool:
     """
     Hide MONAI's notices about the optional GPU DICOM decoder (nvImageCodec, ``NvImgCodecPydicomReader``), which
     every ``LoadImage`` prints when the decoder is not installed, on a run whose ``device`` is not a CUDA device
     (the decoder would not be used there anyway), unless ``verbose``. A bundle calls it first in ``initialize``,
-    before any transform is built. Returns whether the notices are hidden.
+    before any transform is built. ``verbose`` may also be the string a command line passes (``"true"`` /
+    ``"false"``, any case). Returns whether the notices are hidden.
+
+    Raises:
+        ValueError: ``verbose`` is neither a bool nor one of the strings true / false / 1 / 0 / yes / no.
     """
-    if verbose or torch.device(device if device is not None else "cpu").type == "cuda":
+    if _as_bool("verbose", verbose) or torch.device(device if device is not None else "cpu").type == "cuda":
         return False
     logger = logging.getLogger(_DECODER_LOGGER)
     if _decoder_notice not in logger.filters:

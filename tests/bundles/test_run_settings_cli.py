@@ -93,7 +93,7 @@ def test_seeded_split_and_verbose_decoder_notices(tmp_path, labelled_folder):
     tmp = str(tmp_path)
     proc = _train(
         tmp, labelled_folder, "--num_epochs", "1", "--epoch_length", "1", "--num_labeled", "1",
-        "--seed", "3", "--verbose", "true", "--resume", "false",
+        "--seed", "3", "--verbose", "True", "--resume", "False",
     )  # fmt: skip
     with open(os.path.join(tmp, "outputs", "split.json")) as f:
         split = json.load(f)
