@@ -141,9 +141,13 @@ class RunSummary:
             self.split["subsets"] = [[_case_name(d, dataset_dir) for d in s] for s in subsets]
         self.logger = logging.getLogger(name)
 
+    def _shown(self) -> list[str]:
+        """The lists of the split (all four, even empty, when the bundle splits; otherwise the non-empty ones)."""
+        return [k for k in self.lists if self.split[k] or (self.split_order and k in _LISTS)]
+
     def summary(self) -> str:
         """The first line of the run."""
-        counts = ", ".join(f"{len(self.split[k])} {k}" for k in self.lists if k in _LISTS or self.split[k])
+        counts = ", ".join(f"{len(self.split[k])} {k}" for k in self._shown())
         seed = f", seed {self.seed}" if self.split_order == "seeded" and self.seed is not None else ""
         order = f"split {self.split_order}{seed}" if self.split_order else "lists of the datalist"
         return (
@@ -160,7 +164,7 @@ class RunSummary:
                 f"`num_epochs` x `epoch_length` is {self.num_epochs} x {self.epoch_length}."
             )
         self.logger.info(self.summary())
-        for key in self.lists:
+        for key in self._shown():
             self.logger.info(f"{key} ({len(self.split[key])}): {', '.join(self.split[key]) or '-'}")
         for i, subset in enumerate(self.split.get("subsets", [])):
             self.logger.info(f"member {i} subset ({len(subset)}): {', '.join(subset) or '-'}")

@@ -82,3 +82,16 @@ def test_decoder_notices_hidden_on_cpu_unless_verbose():
     logger.filters.clear()
     with pytest.raises(ValueError, match="`verbose` must be true or false"):
         quiet_optional_decoders(verbose="loud")
+
+
+def test_lists_of_a_datalist_without_split(tmp_path, caplog):
+    root = str(tmp_path)
+    tagged = {"classes": ["a", "b"], "training": [{"image": os.path.join(root, "t0.png"), "tags": [1, 0]}]}
+    summary = RunSummary(root, root, tagged, "cpu", num_epochs=3, epoch_length=2, split_order=None, seed=1)
+    engine = Engine(lambda e, b: None)
+    engine.state.max_epochs, engine.state.epoch_length = 3, 2
+    with caplog.at_level(logging.INFO, logger="monai_wsss"):
+        summary.attach(engine)
+    lines = [r.getMessage() for r in caplog.records if r.name == "monai_wsss"]
+    assert lines[0].endswith("lists of the datalist: 1 training; device cpu; 3 epochs x 2 iterations = 6 iterations.")
+    assert lines[1:] == ["training (1): t0.png"]
