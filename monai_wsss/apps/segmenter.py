@@ -56,8 +56,8 @@ class SegmenterRecipe:
     metrics against the label; it runs after the last epoch (every ``val_interval`` epochs when given).
 
     Files: ``ckpt_dir/checkpoint_epoch=N.pt`` (resumable: model, optimiser, trainer; the last ``n_saved`` are
-    kept), ``ckpt_dir/model.pt`` (the final state dict) and ``ckpt_dir/model_best.pt`` (the state dict at the
-    evaluation with the best ``dice`` on ``test_data``), written on rank 0 only;
+    kept), ``ckpt_dir/model.pt`` (the final state dict) and, with ``save_best``, ``ckpt_dir/model_best.pt`` (the
+    state dict at the evaluation with the best ``dice`` on ``test_data``), written on rank 0 only;
     ``output_dir/learning_curve.{csv,png}``, ``output_dir/metrics.csv`` and, with ``save_overlays``,
     ``output_dir/<case>_overlay.png``. :py:meth:`evaluation` builds the same evaluation for a saved ``model.pt``.
 
@@ -88,6 +88,8 @@ class SegmenterRecipe:
         save_overlays: write the overlay PNGs.
         stream_name: name of the training images in error messages.
         n_saved: how many interval checkpoints ``checkpoint_epoch=N.pt`` are kept (the newest).
+        save_best: also keep ``model_best.pt``, the weights at the best ``dice`` of the evaluations (which run on
+            ``test_data``, so the choice is made on the scored data; ``model.pt`` stays the final state).
 
     Raises:
         ValueError: ``num_classes`` < 2, ``num_epochs``, ``epoch_length`` or ``batch_size`` < 1, or an empty
@@ -122,6 +124,7 @@ class SegmenterRecipe:
         save_overlays: bool = True,
         stream_name: str = "training images",
         n_saved: int = 1,
+        save_best: bool = False,
     ) -> None:
         if num_classes < 2:
             raise ValueError(f"`num_classes` must count background and at least one class, got {num_classes}.")
@@ -146,7 +149,7 @@ class SegmenterRecipe:
         self.device = torch.device(device)
         self.resume, self.amp, self.num_workers = resume, amp, int(num_workers)
         self.save_overlays, self.stream_name = save_overlays, stream_name
-        self.n_saved = int(n_saved)
+        self.n_saved, self.save_best = int(n_saved), bool(save_best)
         self.logger = logging.getLogger(__name__)
 
     # ----------------------------------------------------------------------------------------------- training
@@ -284,9 +287,9 @@ class SegmenterRecipe:
 
     @cached_property
     def evaluator(self) -> SupervisedEvaluator:
-        """The evaluation run by the trainer (``output_dir``, no per-case tables; ``model_best.pt`` on rank 0)."""
+        """The evaluation run by the trainer (``output_dir``, no per-case tables; ``save_best``: ``model_best.pt``)."""
         evaluator = self.evaluation(self.output_dir)
-        if _is_rank0():
+        if self.save_best and _is_rank0():
             AtomicCheckpointSaver(
                 self.ckpt_dir,
                 {"model": self.network},
