@@ -12,6 +12,7 @@ from ..transforms.uncertainty import entropy
 
 __all__ = ["AdversarialDiversityLoss", "JensenShannonDivergenceLoss", "generalized_jsd", "kl_divergence"]
 
+_EPS = 1e-8  # the probability floor of the JSD entropies (the bundle figures were measured with it)
 
 
 def _stack(probs: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
@@ -36,7 +37,7 @@ def generalized_jsd(probs: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tenso
         (B, spatial...) tensor.
     """
     p = _stack(probs)
-    return entropy(p.mean(0), dim=1) - entropy(p, dim=2).mean(0)
+    return entropy(p.mean(0), dim=1, eps=_EPS) - entropy(p, dim=2, eps=_EPS).mean(0)
 
 
 def kl_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:

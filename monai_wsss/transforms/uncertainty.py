@@ -23,14 +23,16 @@ __all__ = [
 _EPS = 1e-12
 
 
-def entropy(probs: torch.Tensor, dim: int = 0) -> torch.Tensor:
+def entropy(probs: torch.Tensor, dim: int = 0, eps: float = _EPS) -> torch.Tensor:
     """
     Shannon entropy ``H(p) = -sum_k p_k log p_k`` (natural log, ``0 log 0 = 0``) along the class axis ``dim``: the
     feature uncertainty of Konyushkova et al. (ICCV 2015, the entropy criterion; CVIU 2019, Sec. 4, "Feature
-    uncertainty"). It is 0 for a one-hot vector and ``log K`` for the uniform one.
+    uncertainty"), and the entropies of the co-training JSD (Peng et al., Pattern Recognition 2020). It is 0 for a
+    one-hot vector and ``log K`` for the uniform one. ``eps`` floors the probability inside the log (default
+    ``1e-12``); a differentiable loss keeps its gradient ``-(log p + 1)`` bounded with a larger floor.
     """
     p = probs.clamp_min(0)
-    return -(p * torch.log(p.clamp_min(_EPS))).sum(dim)
+    return -(p * torch.log(p.clamp_min(eps))).sum(dim)
 
 
 def margin(probs: torch.Tensor, dim: int = 0) -> torch.Tensor:

@@ -54,3 +54,10 @@ def test_region_mean_by_hand():
     t = region_mean(torch.as_tensor(values[None]), torch.as_tensor(regions[None]))
     assert isinstance(t, torch.Tensor)
     np.testing.assert_allclose(t.numpy(), [1.5, 4.5, 4.5])
+
+
+def test_entropy_probability_floor_is_an_argument():
+    p = torch.tensor([1e-10, 1.0 - 1e-10], dtype=torch.float64)
+    tail = -(1.0 - 1e-10) * math.log(1.0 - 1e-10)
+    assert float(entropy(p, eps=1e-8)) == pytest.approx(-1e-10 * math.log(1e-8) + tail, rel=1e-12)
+    assert float(entropy(p)) == pytest.approx(-1e-10 * math.log(1e-10) + tail, rel=1e-12)  # default floor 1e-12
