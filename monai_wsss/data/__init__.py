@@ -1,6 +1,8 @@
 """Datalists, validation, the default data and multi-stream loaders."""
 
 from .datalist import (
+    check_duplicates,
+    label_values_of,
     list_images,
     load_semisupervised_datalist,
     load_test_datalist,
@@ -20,11 +22,20 @@ from .loaders import MultiStreamLoader, TwoStreamLoader, subset_loaders
 from .microscopy import NUCLEI_DATASET, build_nuclei_tiles_dataset
 from .schedule import run_length
 from .tagging import TAGGED_NUCLEI_DATASET, build_tagged_nuclei_dataset, load_tagged_datalist, parse_class_labels
-from .validation import DatasetError, validate_case, validate_datalist
+from .validation import (
+    GZIP_MAX_RATIO,
+    DatasetError,
+    check_dicom_series,
+    check_file_integrity,
+    validate_case,
+    validate_datalist,
+    validate_images,
+)
 
 __all__ = [
     "DEFAULT_DATASET",
     "DatasetError",
+    "GZIP_MAX_RATIO",
     "MultiStreamLoader",
     "NUCLEI_DATASET",
     "TAGGED_NUCLEI_DATASET",
@@ -34,9 +45,13 @@ __all__ = [
     "build_mni152_tissue_dataset",
     "build_nuclei_tiles_dataset",
     "build_tagged_nuclei_dataset",
+    "check_dicom_series",
+    "check_duplicates",
+    "check_file_integrity",
     "default_cache_dir",
     "default_dataset_dir",
     "describe_dataset",
+    "label_values_of",
     "list_images",
     "load_semisupervised_datalist",
     "load_tagged_datalist",
@@ -48,4 +63,5 @@ __all__ = [
     "subset_loaders",
     "validate_case",
     "validate_datalist",
+    "validate_images",
 ]

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
 from monai.data import load_decathlon_datalist, partition_dataset
 
-from monai_wsss.data.validation import DatasetError, read_datalist, validate_datalist
+from monai_wsss.data.validation import DatasetError, read_datalist, validate_datalist, validate_images
 
 __all__ = [
+    "check_duplicates",
+    "label_values_of",
     "list_images",
     "load_semisupervised_datalist",
     "load_test_datalist",
@@ -34,6 +35,65 @@ def _shuffle_of(split_order: str | None, shuffle: bool) -> bool:
 
 def _read_list(path: str, key: str, base_dir: str) -> list[dict]:
     return load_decathlon_datalist(path, is_segmentation=True, data_list_key=key, base_dir=base_dir)
+
+
+def check_duplicates(path: str, lists: dict[str, Sequence[dict]], image_key: str = "image") -> None:
+    """
+    Refuse a datalist in which one image (same real path) appears twice: within a list, or in two lists (a case in
+    both training and test makes every test score optimistic).
+
+    Args:
+        path: the datalist file, named in the error.
+        lists: list name -> items (with absolute ``image_key`` paths).
+        image_key: key of the image path in each item.
+
+    Raises:
+        DatasetError: one line per repeated image, naming it and the lists that hold it.
+    """
+    where: dict[str, list[str]] = {}
+    for name, items in lists.items():
+        for item in items:
+            image = item.get(image_key)
+            if isinstance(image, str):
+                where.setdefault(os.path.realpath(image), []).append(name)
+    problems = [
+        f"{image}: listed {len(names)} times ({', '.join(repr(n) for n in names)})"
+        + (" : a case in both training and test" if "test" in names and len(set(names)) > 1 else "")
+        for image, names in where.items()
+        if len(names) > 1
+    ]
+    if problems:
+        raise DatasetError(
+            f"{path}: {len(problems)} repeated case(s):\n  " + "\n  ".join(problems),
+            hint="list each case once, and keep test cases out of the training lists.",
+        )
+
+
+def label_values_of(path: str, meta: dict, items: Sequence[dict], label_key: str = "label") -> list[int] | None:
+    """
+    The label values declared by a datalist's ``labels`` map (``{"0": "background", "1": ...}``), required as soon
+    as one item has a label file (label values are checked against it and name the classes); ``None`` when no item
+    has a label.
+
+    Raises:
+        DatasetError: items have labels but the datalist has no ``labels`` map, or its keys are not integers.
+    """
+    labels = meta.get("labels")
+    if not any(d.get(label_key) for d in items):
+        return None if not isinstance(labels, dict) else _int_keys(path, labels)
+    if not isinstance(labels, dict) or not labels:
+        raise DatasetError(
+            f"{path}: cases have label files but the datalist has no 'labels' map.",
+            hint='add e.g. "labels": {"0": "background", "1": "tumour"} naming every label value.',
+        )
+    return _int_keys(path, labels)
+
+
+def _int_keys(path: str, labels: dict) -> list[int]:
+    try:
+        return [int(k) for k in labels]
+    except (TypeError, ValueError) as e:
+        raise DatasetError(f"{path}: 'labels' keys must be integers, got {sorted(labels)}.") from e
 
 
 def split_labeled_unlabeled(
@@ -140,6 +200,8 @@ def load_semisupervised_datalist(
     validate: bool = True,
     label_values: Sequence[int] | None = None,
     label_transform: Callable | None = None,
+    spatial_dims: int | None = None,
+    channels: int | None = None,
     labeled_key: str = "training",
     unlabeled_key: str = "unlabeled",
     validation_key: str = "validation",
@@ -175,12 +237,17 @@ def load_semisupervised_datalist(
             seeded by ``seed``) or ``"ordered"`` (the first ``num_labeled`` cases of the datalist keep their labels;
             the validation hold-out is taken from the end).
         validate: check every file before training (see :py:func:`monai_wsss.data.validate_datalist`).
-        label_values: allowed label values; default: the keys of the datalist's ``labels`` field if present.
+        label_values: allowed label values; default: the keys of the datalist's ``labels`` field, which is required
+            when a case has a label.
         label_transform: applied to each label before its values are checked (e.g. decoding grey-coded masks).
+        spatial_dims: spatial dimensions of the bundle's network input (2 or 3); images of another dimension are
+            refused. ``None`` skips the check.
+        channels: input channels of the bundle's network; ``None`` skips the check.
         labeled_key, unlabeled_key, validation_key, test_key: list names in the file.
 
     Raises:
-        DatasetError: the folder or datalist is missing, or a file fails validation; the message names the file.
+        DatasetError: the folder or datalist is missing, labels without a ``labels`` map, an image listed twice (or
+            in both training and test), or a file fails validation; the message names the file.
         ValueError: an unknown ``split_order``, or ``val_fraction`` outside [0, 1).
     """
     shuffle = _shuffle_of(split_order, shuffle)
@@ -193,13 +260,20 @@ def load_semisupervised_datalist(
         raise ValueError(f"`val_fraction` must be in [0, 1), got {val_fraction}.")
 
     training = _read_list(path, labeled_key, dataset_dir) if meta[labeled_key] else []
+    extra_unlabeled = _read_list(path, unlabeled_key, dataset_dir) if meta.get(unlabeled_key) else []
+    test = _read_list(path, test_key, dataset_dir) if meta.get(test_key) else []
+    listed_validation = _read_list(path, validation_key, dataset_dir) if meta.get(validation_key) else []
+    check_duplicates(
+        path,
+        {labeled_key: training, unlabeled_key: extra_unlabeled, validation_key: listed_validation, test_key: test},
+    )
+    if label_values is None and validate:
+        label_values = label_values_of(path, meta, training + listed_validation + test)
     labeled = [d for d in training if d.get("label")]
     unlabeled = [{k: v for k, v in d.items() if k != "label"} for d in training if not d.get("label")]
-    if meta.get(unlabeled_key):
-        unlabeled += _read_list(path, unlabeled_key, dataset_dir)
-    test = _read_list(path, test_key, dataset_dir) if meta.get(test_key) else []
-    if meta.get(validation_key):
-        validation = _read_list(path, validation_key, dataset_dir)
+    unlabeled += extra_unlabeled
+    if listed_validation:
+        validation = listed_validation
     elif not unlabeled and val_fraction > 0 and len(labeled) >= 3:
         n_val = max(1, int(round(val_fraction * len(labeled))))
         order = np.random.RandomState(seed).permutation(len(labeled)) if shuffle else np.arange(len(labeled))
@@ -215,12 +289,14 @@ def load_semisupervised_datalist(
     labeled, moved = split_labeled_unlabeled(labeled, num_labeled, labeled_fraction, seed=seed, shuffle=shuffle)
     unlabeled = moved + unlabeled
 
-    if label_values is None and isinstance(meta.get("labels"), dict):
-        label_values = [int(k) for k in meta["labels"]]
     out = {LABELED: labeled, UNLABELED: unlabeled, VALIDATION: validation, TEST: test}
     if validate:
         validate_datalist(
-            labeled + unlabeled + validation + test, label_values=label_values, label_transform=label_transform
+            labeled + unlabeled + validation + test,
+            label_values=label_values,
+            label_transform=label_transform,
+            spatial_dims=spatial_dims,
+            channels=channels,
         )
     return out
 
@@ -228,25 +304,43 @@ def load_semisupervised_datalist(
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 
 
-def list_images(dataset_dir: str, datalist: str = "dataset.json", key: str = "test") -> list[str]:
+def list_images(
+    dataset_dir: str,
+    datalist: str = "dataset.json",
+    key: str = "test",
+    validate: bool = True,
+    spatial_dims: int | None = None,
+    channels: int | None = None,
+) -> list[str]:
     """
     Image paths to run inference on: the images of list ``key`` of ``dataset_dir/datalist`` when that list exists;
-    otherwise every image file (NIfTI, NRRD, MHA, DICOM) directly inside ``dataset_dir``, sorted.
+    otherwise every image file (NIfTI, NRRD, MHA, DICOM) directly inside ``dataset_dir``, sorted. With
+    ``validate`` (default), every image is checked as a training image is (:py:func:`validate_images`: it exists,
+    is sound to its last byte, readable, finite, and has ``spatial_dims`` / ``channels`` when given) and a list
+    that names one image twice is refused.
 
     Raises:
-        DatasetError: the folder does not exist or holds no image.
+        DatasetError: the folder does not exist or holds no image; the datalist is unreadable; an image is listed
+            twice or fails validation.
     """
     if not os.path.isdir(dataset_dir):
         raise DatasetError(f"{dataset_dir}: dataset folder does not exist.")
     path = datalist if os.path.isabs(datalist) else os.path.join(dataset_dir, datalist)
+    files: list[str] = []
     if os.path.isfile(path):
-        with open(path) as f:
-            has_key = bool(json.load(f).get(key))
-        if has_key:
-            return [d["image"] for d in _read_list(path, key, dataset_dir)]
-    files = sorted(os.path.join(dataset_dir, f) for f in os.listdir(dataset_dir) if f.lower().endswith(IMAGE_SUFFIXES))
+        path, meta = read_datalist(dataset_dir, datalist)
+        if meta.get(key):
+            items = _read_list(path, key, dataset_dir)
+            check_duplicates(path, {key: items})
+            files = [d["image"] for d in items]
+    if not files:
+        files = sorted(
+            os.path.join(dataset_dir, f) for f in os.listdir(dataset_dir) if f.lower().endswith(IMAGE_SUFFIXES)
+        )
     if not files:
         raise DatasetError(f"{dataset_dir}: no '{key}' list in {datalist} and no image file in the folder.")
+    if validate:
+        validate_images(files, spatial_dims=spatial_dims, channels=channels)
     return files
 
 
@@ -257,27 +351,33 @@ def load_test_datalist(
     validate: bool = True,
     label_values: Sequence[int] | None = None,
     label_transform: Callable | None = None,
+    spatial_dims: int | None = None,
+    channels: int | None = None,
 ) -> list[dict]:
     """
-    The labelled cases of list ``key`` (default ``test``) of a decathlon datalist, validated, for evaluation.
+    The labelled cases of list ``key`` (default ``test``) of a decathlon datalist, validated, for evaluation
+    (``spatial_dims`` / ``channels``: what the network takes, see :py:func:`load_semisupervised_datalist`).
 
     Raises:
-        DatasetError: no such list, or none of its cases has a label (evaluation needs ground truth); a file fails
-            validation.
+        DatasetError: no such list, or none of its cases has a label (evaluation needs ground truth); no ``labels``
+            map; a case listed twice; a file fails validation.
     """
-    path = datalist if os.path.isabs(datalist) else os.path.join(dataset_dir, datalist)
-    if not os.path.isfile(path):
-        raise DatasetError(f"{path}: datalist file not found (expected a decathlon-style dataset.json).")
-    with open(path) as f:
-        meta = json.load(f)
+    path, meta = read_datalist(dataset_dir, datalist)
     items = [d for d in (_read_list(path, key, dataset_dir) if meta.get(key) else []) if d.get("label")]
     if not items:
         raise DatasetError(
             f"{path}: no labelled case in a '{key}' list, so there is nothing to evaluate against; add a '{key}' list "
             "with image and label, or run the inference config alone to segment images."
         )
-    if label_values is None and isinstance(meta.get("labels"), dict):
-        label_values = [int(k) for k in meta["labels"]]
+    check_duplicates(path, {key: items})
     if validate:
-        validate_datalist(items, label_values=label_values, label_transform=label_transform)
+        if label_values is None:
+            label_values = label_values_of(path, meta, items)
+        validate_datalist(
+            items,
+            label_values=label_values,
+            label_transform=label_transform,
+            spatial_dims=spatial_dims,
+            channels=channels,
+        )
     return items
