@@ -11,7 +11,7 @@ BUNDLE := bundles/dtc_semisupervised_seg
 DEBIAN_DATA := mricron-data insighttoolkit5-examples
 BUNDLE_ARGS = --meta_file configs/metadata.json --bundle_root $(CURDIR)/$(BUNDLE)
 
-.PHONY: setup data-extras demo test lint clean
+.PHONY: setup data-extras demo test lint clean monailabel
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,5 +48,21 @@ test: setup
 	$(PY) -m ruff check .
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q --durations=20 tests
 
+# Optional: a MONAI Label server for integrations/monailabel in its own environment ($(MONAILABEL_VENV)).
+# monailabel pins numpy < 2 (pydicom-seg, numpymaxflow) and would replace a CPU torch with a CUDA build, so torch is
+# installed FIRST and kept by a constraints file; the library itself never imports monailabel.
+MONAILABEL_VENV ?= .venv-monailabel
+MONAILABEL_SPEC ?= monailabel==0.8.5
+$(MONAILABEL_VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(MONAILABEL_VENV)
+	$(MONAILABEL_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MONAILABEL_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	echo "$(TORCH_SPEC)" > $(MONAILABEL_VENV)/constraints.txt
+	$(MONAILABEL_VENV)/bin/python -m pip install --quiet -c $(MONAILABEL_VENV)/constraints.txt \
+	    "$(MONAILABEL_SPEC)" -e .
+	touch $@
+
+monailabel: $(MONAILABEL_VENV)/.installed
+
 clean:
-	rm -rf $(VENV) $(BUNDLE)/models $(BUNDLE)/eval $(BUNDLE)/outputs
+	rm -rf $(VENV) $(MONAILABEL_VENV) $(BUNDLE)/models $(BUNDLE)/eval $(BUNDLE)/outputs
