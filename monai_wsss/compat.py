@@ -5,8 +5,9 @@ MONAI does not promise that these names stay: each helper checks the internal it
 ``tests/test_compat.py`` fails) instead of silently changing behaviour.
 
 - ``monai.handlers.CheckpointSaver``: its ignite ``Checkpoint`` objects (``_final_checkpoint``,
-  ``_key_metric_checkpoint``, ``_interval_checkpoint``) and their ``DiskSaver``'s ``_atomic`` flag
-  (:py:func:`make_checkpoint_saver_atomic`);
+  ``_key_metric_checkpoint``, ``_interval_checkpoint``), their save handler's ``dirname`` / ``filename`` (MONAI's
+  fixed-name ``DiskSaver``), and ignite's ``Checkpoint._saved`` list and ``Checkpoint._get_filename_pattern``
+  (:py:func:`make_checkpoint_saver_atomic`, :py:func:`checkpoint_filename_regex`, :py:func:`set_saved_checkpoints`);
 - ``monai.networks.nets.UNet._get_up_layer``, the hook that builds each decoder level
   (:py:class:`DecoderDropoutUNet`);
 - the attributes of ``monai.networks.nets.resnet.ResNetBlock`` / ``ResNetBottleneck`` (``conv1``, ``conv2``,
@@ -16,12 +17,22 @@ MONAI does not promise that these names stay: each helper checks the internal it
 from __future__ import annotations
 
 import inspect
+import re
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch.nn as nn
 from monai.networks.nets import UNet
 
-__all__ = ["DecoderDropoutUNet", "MonaiInternalsChanged", "make_checkpoint_saver_atomic", "unstride_resnet_block"]
+__all__ = [
+    "DecoderDropoutUNet",
+    "MonaiInternalsChanged",
+    "checkpoint_filename_regex",
+    "checkpoint_objects",
+    "make_checkpoint_saver_atomic",
+    "set_saved_checkpoints",
+    "unstride_resnet_block",
+]
 
 _CHECKPOINT_ATTRS = ("_final_checkpoint", "_key_metric_checkpoint", "_interval_checkpoint")
 
@@ -38,25 +49,81 @@ def _moved(what: str) -> MonaiInternalsChanged:
     )
 
 
-def make_checkpoint_saver_atomic(saver) -> None:
+def checkpoint_objects(saver) -> dict:
     """
-    Make every file a ``monai.handlers.CheckpointSaver`` writes atomic (temporary file + rename): MONAI builds its
-    ignite ``DiskSaver`` objects with ``atomic=False`` and has no argument to change it.
+    The ignite ``Checkpoint`` objects of a ``monai.handlers.CheckpointSaver`` that are in use, by role:
+    ``{"final": ..., "key_metric": ..., "interval": ...}`` (a role the saver does not save is absent).
 
     Raises:
         MonaiInternalsChanged: the saver has no ``_final_checkpoint`` / ``_key_metric_checkpoint`` /
-            ``_interval_checkpoint`` attribute, or their save handler has no ``_atomic`` flag.
+            ``_interval_checkpoint`` attribute.
     """
+    found = {}
     for name in _CHECKPOINT_ATTRS:
         if not hasattr(saver, name):
             raise _moved(f"CheckpointSaver.{name}")
-        ckpt = getattr(saver, name)
-        if ckpt is None:
-            continue
+        if getattr(saver, name) is not None:
+            found[name[1:].replace("_checkpoint", "")] = getattr(saver, name)
+    return found
+
+
+def make_checkpoint_saver_atomic(saver, make_handler: Callable[[str, str | None], object]) -> None:
+    """
+    Replace the save handler of every ignite ``Checkpoint`` of a ``monai.handlers.CheckpointSaver`` by
+    ``make_handler(dirname, fixed_filename)`` (e.g. :py:class:`monai_wsss.handlers.checkpoint.DurableDiskSaver`):
+    MONAI builds its own ignite ``DiskSaver`` objects (``atomic=False``, fixed names for ``model.pt``) and has no
+    argument to choose another.
+
+    Raises:
+        MonaiInternalsChanged: the saver has no ``_final_checkpoint`` / ``_key_metric_checkpoint`` /
+            ``_interval_checkpoint`` attribute, or their save handler has no ``dirname`` / ``filename``.
+    """
+    for role, ckpt in checkpoint_objects(saver).items():
         handler = getattr(ckpt, "save_handler", None)
-        if handler is None or not hasattr(handler, "_atomic"):
-            raise _moved(f"CheckpointSaver.{name}.save_handler._atomic (ignite DiskSaver)")
-        handler._atomic = True
+        if handler is None or not hasattr(handler, "dirname") or not hasattr(handler, "filename"):
+            raise _moved(f"CheckpointSaver {role} checkpoint's save_handler.dirname / .filename (MONAI _DiskSaver)")
+        ckpt.save_handler = make_handler(str(handler.dirname), handler.filename)
+
+
+def checkpoint_filename_regex(ckpt, name: str) -> re.Pattern:
+    """
+    The names an ignite ``Checkpoint`` with a score function gives its files (``checkpoint_epoch=12.pt``), as a
+    regular expression whose group 1 is the integer score; ``name`` is ``"checkpoint"`` or the single key saved.
+
+    Raises:
+        MonaiInternalsChanged: ignite's ``Checkpoint._get_filename_pattern`` is gone or renders no score.
+    """
+    get = getattr(ckpt, "_get_filename_pattern", None)
+    if get is None:
+        raise _moved("ignite Checkpoint._get_filename_pattern")
+    marker = "\x00score\x00"
+    rendered = get(None).format(
+        filename_prefix=ckpt.filename_prefix,
+        ext=ckpt.ext,
+        name=name,
+        score_name=ckpt.score_name,
+        score=marker,
+        global_step=None,
+    )
+    if rendered.count(marker) != 1:
+        raise _moved("ignite Checkpoint filename pattern with one {score}")
+    head, tail = rendered.split(marker)
+    return re.compile(re.escape(head) + r"(\d+)" + re.escape(tail))
+
+
+def set_saved_checkpoints(ckpt, items: Sequence[tuple[int, str]]) -> None:
+    """
+    Tell an ignite ``Checkpoint`` that the files ``items`` (``(priority, filename)``) are its own, so that it counts
+    them in ``n_saved`` and removes them in turn, e.g. the checkpoints found when a training resumes.
+
+    Raises:
+        MonaiInternalsChanged: the checkpoint has no ``_saved`` list or ignite's ``Checkpoint.Item``.
+    """
+    from ignite.handlers import Checkpoint
+
+    if not isinstance(getattr(ckpt, "_saved", None), list) or not hasattr(Checkpoint, "Item"):
+        raise _moved("ignite Checkpoint._saved / Checkpoint.Item")
+    ckpt._saved[:] = sorted((Checkpoint.Item(p, f) for p, f in items), key=lambda it: it[0])
 
 
 def _check_up_layer_hook() -> None:

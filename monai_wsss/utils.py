@@ -21,6 +21,7 @@ import torch
 
 __all__ = [
     "atomic_path",
+    "default_file_mode",
     "atomic_write_csv",
     "atomic_write_datalist",
     "atomic_write_figure",
@@ -37,12 +38,35 @@ def _suffix(path: str) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else os.path.splitext(name)[1]
 
 
+def _umask() -> int:
+    try:  # Linux >= 4.7: read without changing it (os.umask can only be read by setting it, racing other threads)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """
+    The permission bits a plain ``open(path, "w")`` gives a new file: ``0o666 & ~umask`` (e.g. ``0o644`` with the
+    usual umask 022). Every file the project writes gets them, including those renamed from a ``mkstemp`` temporary
+    file (created ``0o600``).
+    """
+    return 0o666 & ~_umask()
+
+
 @contextmanager
 def atomic_path(path: str, suffix: str | None = None) -> Iterator[str]:
     """
     Yield a temporary file name in the folder of ``path`` (created if needed; same extension, so writers that pick
     the format from it work); when the block ends without error the file replaces ``path`` with ``os.replace``,
-    otherwise it is removed and ``path`` is left as it was.
+    otherwise it is removed and ``path`` is left as it was. The file gets :py:func:`default_file_mode` (the umask is
+    honoured, as by ``open``), not ``mkstemp``'s owner-only ``0o600``.
 
     Example::
 
@@ -52,9 +76,13 @@ def atomic_path(path: str, suffix: str | None = None) -> Iterator[str]:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=_suffix(path) if suffix is None else suffix)
-    os.close(fd)
+    try:
+        os.fchmod(fd, default_file_mode())
+    finally:
+        os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, default_file_mode())  # a writer may have recreated the file (e.g. unlink + write)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -146,8 +174,10 @@ def atomic_write_figure(path: str, fig: Any, dpi: int = 100) -> None:
 def replace_directory(tmp: str, dest: str) -> None:
     """
     Move the finished folder ``tmp`` to ``dest`` (on the same file system), replacing an existing ``dest``: the old
-    folder is first renamed aside and deleted only once the new one is in place.
+    folder is first renamed aside and deleted only once the new one is in place. ``tmp`` itself gets the mode a
+    plain ``os.makedirs`` would give (``0o777 & ~umask``; a ``tempfile.mkdtemp`` folder is owner-only ``0o700``).
     """
+    os.chmod(tmp, 0o777 & ~_umask())
     old = None
     if os.path.exists(dest):
         old = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}-old-", dir=os.path.dirname(os.path.abspath(dest)))

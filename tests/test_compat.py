@@ -11,23 +11,45 @@ from monai.networks.nets import ResNetFeatures, UNet
 from monai_wsss.compat import (
     DecoderDropoutUNet,
     MonaiInternalsChanged,
+    checkpoint_filename_regex,
+    checkpoint_objects,
     make_checkpoint_saver_atomic,
+    set_saved_checkpoints,
     unstride_resnet_block,
 )
 
 
-def test_checkpoint_saver_disk_savers_become_atomic(tmp_path):
+def test_checkpoint_saver_disk_savers_are_replaced(tmp_path):
     net = nn.Linear(2, 2)
-    saver = CheckpointSaver(str(tmp_path), {"net": net}, save_final=True, save_interval=1)
+    saver = CheckpointSaver(str(tmp_path), {"net": net}, save_final=True, final_filename="model.pt", save_interval=1)
     handlers = [saver._final_checkpoint.save_handler, saver._interval_checkpoint.save_handler]
     assert [h._atomic for h in handlers] == [False, False]  # MONAI's default, the reason for the helper
-    make_checkpoint_saver_atomic(saver)
-    assert [h._atomic for h in handlers] == [True, True]
+    make_checkpoint_saver_atomic(saver, lambda dirname, filename: (dirname, filename))
+    assert saver._final_checkpoint.save_handler == (str(tmp_path), "model.pt")
+    assert saver._interval_checkpoint.save_handler == (str(tmp_path), None)
+    assert saver._key_metric_checkpoint is None
+
+
+def test_checkpoint_filename_regex_and_saved_list(tmp_path):
+    saver = CheckpointSaver(str(tmp_path), {"net": nn.Linear(2, 2)}, save_interval=1, epoch_level=False, n_saved=2)
+    ckpt = checkpoint_objects(saver)["interval"]
+    regex = checkpoint_filename_regex(ckpt, "net")
+    assert regex.fullmatch("net_iteration=12.pt").group(1) == "12"
+    assert regex.fullmatch("net_iteration=12.pt.tmp") is None and regex.fullmatch("checkpoint_iteration=1.pt") is None
+    set_saved_checkpoints(ckpt, [(12, "net_iteration=12.pt"), (3, "net_iteration=3.pt")])
+    assert [(it.priority, it.filename) for it in ckpt._saved] == [
+        (3, "net_iteration=3.pt"),
+        (12, "net_iteration=12.pt"),
+    ]
 
 
 def test_checkpoint_saver_without_the_internals_fails_loudly():
     with pytest.raises(MonaiInternalsChanged, match="_final_checkpoint"):
-        make_checkpoint_saver_atomic(object())
+        make_checkpoint_saver_atomic(object(), lambda d, f: None)
+    with pytest.raises(MonaiInternalsChanged, match="_saved"):
+        set_saved_checkpoints(object(), [])
+    with pytest.raises(MonaiInternalsChanged, match="_get_filename_pattern"):
+        checkpoint_filename_regex(object(), "checkpoint")
 
 
 def _dropout_rates(module: nn.Module) -> list[float]:

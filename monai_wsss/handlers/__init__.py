@@ -1,6 +1,13 @@
 """Ignite handlers (``attach(engine)``) for MONAI engines."""
 
-from .checkpoint import AtomicCheckpointSaver, ResumeCheckpointLoader, latest_checkpoint, load_model_weights
+from .checkpoint import (
+    AtomicCheckpointSaver,
+    DurableDiskSaver,
+    ResumeCheckpointLoader,
+    latest_checkpoint,
+    load_model_weights,
+    remove_stale_temp_files,
+)
 from .consistency_weight import ConsistencyWeightScheduler, sigmoid_rampup
 from .figures import LearningCurveWriter, OverlayPNGSaver, SynthesisGridSaver, save_image_grid, save_overlay_png
 from .metrics import FeatureDistance, SpacingAwareMetricHandler, member_dice_metrics
@@ -11,6 +18,7 @@ from .validation import OptionalValidationHandler
 __all__ = [
     "AtomicCheckpointSaver",
     "ConsistencyWeightScheduler",
+    "DurableDiskSaver",
     "FeatureDistance",
     "LearningCurveWriter",
     "OptionalValidationHandler",
@@ -24,6 +32,7 @@ __all__ = [
     "load_model_weights",
     "member_dice_metrics",
     "quiet_optional_decoders",
+    "remove_stale_temp_files",
     "save_image_grid",
     "save_overlay_png",
     "sigmoid_rampup",

@@ -1,4 +1,4 @@
-"""Atomic checkpoints and automatic resume."""
+"""Durable checkpoints and automatic resume."""
 
 from __future__ import annotations
 
@@ -6,21 +6,142 @@ import glob
 import logging
 import os
 import re
+import tempfile
+from collections.abc import Mapping
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Events
+from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
-from ..compat import make_checkpoint_saver_atomic
+from ..compat import checkpoint_filename_regex, checkpoint_objects, make_checkpoint_saver_atomic, set_saved_checkpoints
+from ..utils import default_file_mode
 
-__all__ = ["AtomicCheckpointSaver", "ResumeCheckpointLoader", "latest_checkpoint", "load_model_weights"]
+__all__ = [
+    "AtomicCheckpointSaver",
+    "DurableDiskSaver",
+    "ResumeCheckpointLoader",
+    "latest_checkpoint",
+    "load_model_weights",
+    "remove_stale_temp_files",
+]
+
+TEMP_PREFIX = ".ckpt-"
+TEMP_SUFFIX = ".tmp"
+_TEMP_RE = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-[^/]*" + re.escape(TEMP_SUFFIX) + "$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: str, logger: logging.Logger | None = None) -> list[str]:
+    """
+    Remove the temporary files that a :py:class:`DurableDiskSaver` of a killed process left in ``folder``: names
+    ``.ckpt-<pid>-*.tmp`` whose ``<pid>`` is not a running process (files of this process and of running ones, and
+    every other file, are left alone). Returns the removed paths.
+    """
+    removed = []
+    if not os.path.isdir(folder):
+        return removed
+    for name in sorted(os.listdir(folder)):
+        m = _TEMP_RE.match(name)
+        if m is None or int(m.group(1)) == os.getpid() or _pid_alive(int(m.group(1))):
+            continue
+        path = os.path.join(folder, name)
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+        if logger is not None:
+            logger.info(f"Removed {path}: a checkpoint write interrupted when process {m.group(1)} was killed.")
+    return removed
+
+
+class DurableDiskSaver(BaseSaveHandler):
+    """
+    ignite save handler that never leaves a moment without a complete checkpoint: each checkpoint is written to a
+    temporary file ``.ckpt-<pid>-*.tmp`` in ``dirname``, flushed to disk (``fsync``), given the mode of a plain
+    ``open`` (:py:func:`monai_wsss.utils.default_file_mode`) and renamed over its name; the files that ignite asks
+    to remove (``n_saved`` rotation, or the previous file of a fixed name) are removed only after that rename. A
+    process killed at any point leaves the previous checkpoint (and at worst one temporary file, which
+    :py:func:`remove_stale_temp_files` removes at the next start).
+
+    Args:
+        dirname: folder of the checkpoints (created).
+        filename: a fixed name to use instead of ignite's (MONAI's ``final_filename`` / ``key_metric_filename``).
+        save_on_rank: the rank that writes in a distributed run.
+    """
+
+    def __init__(self, dirname: str, filename: str | None = None, save_on_rank: int = 0) -> None:
+        self.dirname = str(dirname)
+        self.filename = filename
+        self.save_on_rank = save_on_rank
+        self.pending_removal: list[str] = []
+        if idist.get_rank() == save_on_rank:
+            os.makedirs(self.dirname, exist_ok=True)
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        if idist.get_rank() != self.save_on_rank:
+            return
+        filename = self.filename or filename
+        path = os.path.join(self.dirname, filename)
+        fd, tmp = tempfile.mkstemp(dir=self.dirname, prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=TEMP_SUFFIX)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+                os.fchmod(f.fileno(), default_file_mode())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        _fsync_dir(self.dirname)
+        for old in self.pending_removal:
+            if old != filename:
+                try:
+                    os.remove(os.path.join(self.dirname, old))
+                except FileNotFoundError:
+                    pass
+        self.pending_removal = []
+
+    def remove(self, filename: str) -> None:
+        """Remove ``filename`` once the next checkpoint is complete (ignite calls this just before saving it)."""
+        if idist.get_rank() == self.save_on_rank:
+            self.pending_removal.append(self.filename or filename)
+
+
+def _fsync_dir(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
     """
-    :py:class:`monai.handlers.CheckpointSaver` whose files are written atomically: each checkpoint is serialised to
-    a temporary file in the same folder and renamed over the target (ignite's ``DiskSaver(atomic=True)``, readable
-    by group and others), so a run killed while saving never leaves a truncated ``model.pt`` or checkpoint.
+    :py:class:`monai.handlers.CheckpointSaver` whose checkpoints are durable (:py:class:`DurableDiskSaver`): each
+    file is written completely under a temporary name, renamed, and only then is the file it replaces removed, so
+    at every moment at least one complete checkpoint exists and a run killed while saving never leaves a truncated
+    ``model.pt`` or checkpoint. At attach (the start of a run) the temporary files of killed runs are removed
+    (:py:func:`remove_stale_temp_files`); when a run resumes, the interval checkpoints already in ``save_dir`` from
+    before its resumed position count among the ``n_saved`` kept ones and are rotated out like the new ones.
     Arguments and files written are those of ``CheckpointSaver``, plus:
 
     Args:
@@ -32,12 +153,44 @@ class AtomicCheckpointSaver(CheckpointSaver):
     def __init__(self, *args, save_engine_as: str | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.save_engine_as = save_engine_as
-        make_checkpoint_saver_atomic(self)
+        make_checkpoint_saver_atomic(self, DurableDiskSaver)
+        self._adopted = False
 
     def attach(self, engine) -> None:
         if self.save_engine_as:
             self.save_dict[self.save_engine_as] = engine  # the Checkpoint objects hold this same dict
         super().attach(engine)
+        if idist.get_rank() == 0:
+            remove_stale_temp_files(self.save_dir, self.logger)
+        if self._interval_checkpoint is not None:
+            engine.add_event_handler(Events.ITERATION_STARTED, self._adopt_existing)
+
+    def _adopt_existing(self, engine) -> None:
+        """Once, at the first iteration of a run (after any resume): count the interval checkpoints on disk from
+        before this point as saved by this run; files from beyond it (a run that went further) are left alone."""
+        if self._adopted:
+            return
+        self._adopted = True
+        ckpt = checkpoint_objects(self)["interval"]
+        name = "checkpoint" if len(self.save_dict) > 1 else next(iter(self.save_dict))
+        regex = checkpoint_filename_regex(ckpt, name)
+        now = engine.state.epoch if self.epoch_level else engine.state.iteration  # the step being run
+        before, beyond = [], []
+        for f in os.listdir(self.save_dir) if os.path.isdir(self.save_dir) else []:
+            m = regex.fullmatch(f)
+            if m is not None and os.path.isfile(os.path.join(self.save_dir, f)):
+                (before if int(m.group(1)) < now else beyond).append((int(m.group(1)), f))
+        if beyond:
+            self.logger.warning(
+                f"{self.save_dir} holds checkpoints from beyond this run's start ({sorted(f for _, f in beyond)}); "
+                "they are left in place, and a later resume would continue from the newest of them."
+            )
+        before.sort()
+        n_saved = ckpt.n_saved
+        if n_saved is not None and len(before) > n_saved:
+            extra, before = before[: len(before) - n_saved], before[len(before) - n_saved :]
+            ckpt.save_handler.pending_removal.extend(f for _, f in extra)  # removed once the next one is written
+        set_saved_checkpoints(ckpt, before)  # no save has happened yet in this run
 
 
 def latest_checkpoint(ckpt_dir: str, pattern: str = "*checkpoint*.pt") -> str | None:

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from ignite.engine import Engine, Events
 
-from monai_wsss.handlers import AtomicCheckpointSaver, ResumeCheckpointLoader, latest_checkpoint
+from monai_wsss.handlers import AtomicCheckpointSaver, DurableDiskSaver, ResumeCheckpointLoader, latest_checkpoint
 
 BATCHES = [torch.linspace(-1, 1, 12).reshape(4, 3) * (i + 1) for i in range(3)]  # fixed data, 3 iterations / epoch
 
@@ -68,8 +68,8 @@ def test_atomic_saver_writes_via_temp_and_rename(tmp_path, monkeypatch):
         save_final=True,
         final_filename="model.pt",
     )
-    assert saver._interval_checkpoint.save_handler._atomic is True
-    assert saver._final_checkpoint.save_handler._atomic is True
+    assert isinstance(saver._interval_checkpoint.save_handler, DurableDiskSaver)
+    assert isinstance(saver._final_checkpoint.save_handler, DurableDiskSaver)
     replaced = []
     real_replace = os.replace
 
