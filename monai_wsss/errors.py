@@ -2,7 +2,8 @@
 The errors a user can fix (bad input files, bad settings) and the command-line hook that shows them last.
 
 Every problem with a user's data or settings is raised as one :py:class:`InputError` (``ValueError``) that carries
-the file (or setting), the problem and what to do, and whose message reads ``<file>: <problem> <what to do>``.
+the file (or setting), the problem and what to do (``file``, ``problem``, ``hint``), and whose message reads
+``<file>: <problem>``.
 :py:class:`DatasetError` (data) and :py:class:`SettingsError` (bundle settings) are its two kinds.
 
 At the command line, MONAI's config parser wraps any error raised while a component is built in
@@ -40,15 +41,13 @@ class InputError(ValueError):
         hint: what to do about it.
 
     Attributes:
-        file, problem, hint: the three parts, so callers can show them separately.
+        file, problem, hint: the three parts, so callers can show them separately. ``str(error)`` is
+            ``"<file>: <problem>"``; the command-line hook adds the ``hint`` as a last ``What to do:`` line.
     """
 
     def __init__(self, problem: str, file: str | None = None, hint: str | None = None) -> None:
         self.file, self.problem, self.hint = file, problem, hint
-        text = f"{file}: {problem}" if file is not None else problem
-        if hint:
-            text += f" What to do: {hint}"
-        super().__init__(text)
+        super().__init__(f"{file}: {problem}" if file is not None else problem)
 
 
 class DatasetError(InputError):

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..utils import atomic_write_datalist
 from .microscopy import _read_stardist_sample, _write_tiles
-from .validation import DatasetError, read_datalist
+from .validation import DatasetError, read_datalist, validate_datalist
 
 __all__ = ["TAGGED_NUCLEI_DATASET", "build_tagged_nuclei_dataset", "load_tagged_datalist", "parse_class_labels"]
 
@@ -138,13 +138,21 @@ def _classes(meta: dict, path: str) -> list[str]:
 
 
 def load_tagged_datalist(
-    dataset_dir: str, datalist: str = "dataset.json", keys: Sequence[str] = ("training", "test")
+    dataset_dir: str,
+    datalist: str = "dataset.json",
+    keys: Sequence[str] = ("training", "test"),
+    validate: bool = True,
+    spatial_dims: int | None = None,
+    channels: int | None = None,
 ) -> dict:
     """
     Read a decathlon-style ``dataset.json`` with image-level tags and return ``{"classes": [...], key: items}`` for
     each list in ``keys`` (missing lists are empty). Paths become absolute; each item's ``class_labels`` becomes a
     ``float32`` multi-hot array of ``len(classes)`` entries (all zeros: a negative image); ``label`` (pixel masks,
     used only for scoring) is kept when present. Items with neither tags nor a ``class_labels`` key are rejected.
+    With ``validate`` (default), every image and mask is checked as in a training datalist
+    (:py:func:`monai_wsss.data.validate_datalist`, with ``spatial_dims`` / ``channels`` when given) and an image
+    listed twice, or in two lists, is refused.
 
     Raises:
         DatasetError: missing or unreadable datalist, no classes, an item without ``class_labels``, a malformed tag
@@ -171,4 +179,11 @@ def load_tagged_datalist(
         out[key] = items
     if not out.get(keys[0]):
         raise DatasetError(f"{path}: has no non-empty '{keys[0]}' list.")
+    if validate:
+        from .datalist import check_duplicates, label_values_of
+
+        lists = {key: out[key] for key in keys}
+        check_duplicates(path, lists)
+        items = [d for key in keys for d in out[key]]
+        validate_datalist(items, label_values_of(path, meta, items), spatial_dims=spatial_dims, channels=channels)
     return out

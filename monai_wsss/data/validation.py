@@ -91,17 +91,20 @@ def check_file_integrity(path: str) -> str | None:
     low = path.lower()
     if os.path.isdir(path) or not low.endswith((".nii", ".nii.gz")):
         return None
+    gz = low.endswith(".gz")
     try:
-        header = nib.load(path).header  # lazy: reads the header only
-        shape = tuple(int(s) for s in header.get_data_shape())
-        itemsize = header.get_data_dtype().itemsize
-        offset = int(header.get_data_offset())
-    except Exception as e:  # a header nibabel cannot parse
+        img = nib.load(path)  # lazy: reads the header only
+        shape = tuple(int(s) for s in img.header.get_data_shape())
+        itemsize = img.header.get_data_dtype().itemsize
+        offset = int(getattr(img.dataobj, "offset", img.header.get_data_offset()))
+    except Exception as e:  # a header nibabel cannot parse: say why when the gzip layer is the cause
+        why = _gunzipped_size(path)[1] if gz else None
+        if why is not None:
+            return f"{path}: {why}; re-copy or re-export the file."
         first_line = str(e).partition("\n")[0][:200]
         return f"{path}: cannot be read as an image (NIfTI header: {type(e).__name__}: {first_line}); re-export it."
     needed = offset + _nbytes(shape, itemsize)
     size = os.path.getsize(path)
-    gz = low.endswith(".gz")
     if gz and needed > size * GZIP_MAX_RATIO + _CHUNK:
         return (
             f"{path}: the header claims a {'x'.join(map(str, shape))} volume of {itemsize}-byte voxels "
@@ -349,7 +352,10 @@ def validate_datalist(
     ]
     if problems:
         n = len(problems)
-        raise DatasetError(f"{n} problem{'s' if n > 1 else ''} in the dataset:\n  " + "\n  ".join(problems))
+        raise DatasetError(
+            f"{n} problem{'s' if n > 1 else ''} in the dataset:\n  " + "\n  ".join(problems),
+            hint="fix the files named above, or remove their cases from the datalist.",
+        )
 
 
 def validate_images(paths: Sequence[str], spatial_dims: int | None = None, channels: int | None = None) -> None:
