@@ -100,7 +100,7 @@ def check_file_integrity(path: str) -> str | None:
     except Exception as e:  # a header nibabel cannot parse: say why when the gzip layer is the cause
         why = _gunzipped_size(path)[1] if gz else None
         if why is not None:
-            return f"{path}: {why}; re-copy or re-export the file."
+            return f"{path}: cannot be read as an image ({why}); re-copy or re-export the file."
         first_line = str(e).partition("\n")[0][:200]
         return f"{path}: cannot be read as an image (NIfTI header: {type(e).__name__}: {first_line}); re-export it."
     needed = offset + _nbytes(shape, itemsize)

@@ -313,7 +313,7 @@ def test_tagged_list_with_missing_and_corrupt_files(tmp_path):
     lines = str(err.value).splitlines()
     assert lines[0] == "2 problems in the dataset:"
     assert lines[1] == f"  {d}/gone.nii.gz: file not found."
-    assert lines[2].startswith(f"  {d}/b_l.nii.gz: the gzip stream is truncated")
+    assert lines[2].startswith(f"  {d}/b_l.nii.gz: cannot be read as an image (the gzip stream is truncated")
     assert isinstance(err.value, InputError) and isinstance(err.value, ValueError)
 
 
