@@ -8,7 +8,7 @@ from functools import cached_property
 from typing import Any
 
 import torch
-from monai.data import CacheDataset, DataLoader
+from monai.data import CacheDataset, DataLoader, DistributedSampler
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import CheckpointLoader, MeanDice, MeanIoUHandler, MetricsSaver, StatsHandler, from_engine
 from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
@@ -21,7 +21,25 @@ from ..handlers.figures import LearningCurveWriter, OverlayPNGSaver
 from ..handlers.progress import ProgressBar
 from ..handlers.validation import OptionalValidationHandler
 
-__all__ = ["SegmenterRecipe"]
+__all__ = ["SegmenterRecipe", "choose"]
+
+
+def choose(choices: Mapping[str, Any], name: str, key: str) -> Any:
+    """
+    The entry ``name`` of a config's menu of components (e.g. ``segment::networks`` picked by ``head``,
+    ``segment::criteria`` picked by ``criterion``). The entries that were not picked carry
+    ``"_disabled_": "$@head != '<their name>'"``, so MONAI's config parser never builds them: ``choices`` holds only
+    the picked entry (or none when ``name`` is unknown).
+
+    Raises:
+        ValueError: ``name`` is not among ``choices``.
+    """
+    if name not in choices:
+        raise ValueError(
+            f"`{key}` is '{name}', which is not one of the choices this config defines (see the bundle docs for the "
+            f"values of `{key}`)."
+        )
+    return choices[name]
 
 
 def _is_rank0() -> bool:
@@ -90,10 +108,14 @@ class SegmenterRecipe:
         n_saved: how many interval checkpoints ``checkpoint_epoch=N.pt`` are kept (the newest).
         save_best: also keep ``model_best.pt``, the weights at the best ``dice`` of the evaluations (which run on
             ``test_data``, so the choice is made on the scored data; ``model.pt`` stays the final state).
+        handlers: more training handlers (e.g. :py:class:`~monai_wsss.handlers.RunSummary`), attached first.
+        distributed: training under ``torchrun``: each rank draws its share of ``train_data`` through MONAI's
+            ``DistributedSampler`` (``network`` is then the ``DistributedDataParallel`` wrapper; checkpoints hold the
+            plain module's weights); evaluation, figures and checkpoints on rank 0 only.
 
     Raises:
         ValueError: ``num_classes`` < 2, ``num_epochs``, ``epoch_length`` or ``batch_size`` < 1, or an empty
-            ``train_data``.
+            ``train_data`` or ``test_data``.
     """
 
     def __init__(
@@ -125,6 +147,8 @@ class SegmenterRecipe:
         stream_name: str = "training images",
         n_saved: int = 1,
         save_best: bool = False,
+        handlers: Sequence[Any] = (),
+        distributed: bool = False,
     ) -> None:
         if num_classes < 2:
             raise ValueError(f"`num_classes` must count background and at least one class, got {num_classes}.")
@@ -133,6 +157,12 @@ class SegmenterRecipe:
                 raise ValueError(f"`{name}` must be positive, got {value}.")
         if len(train_data) == 0:
             raise ValueError("`train_data` is empty: the segmenter has nothing to train on.")
+        if len(test_data) == 0:
+            raise ValueError(
+                "`test_data` is empty: the segmenter has no held-out case to be scored on; give the data folder's "
+                "dataset.json a `test` list with labels (or hold out part of the labelled cases, e.g. `--val_fraction "
+                "0.2` where the bundle has that key)."
+            )
         self.network = network
         self.train_data, self.test_data = list(train_data), list(test_data)
         self.preprocessing, self.augment = list(preprocessing), list(augment)
@@ -150,6 +180,7 @@ class SegmenterRecipe:
         self.resume, self.amp, self.num_workers = resume, amp, int(num_workers)
         self.save_overlays, self.stream_name = save_overlays, stream_name
         self.n_saved, self.save_best = int(n_saved), bool(save_best)
+        self.handlers, self.distributed = list(handlers), bool(distributed)
         self.logger = logging.getLogger(__name__)
 
     # ----------------------------------------------------------------------------------------------- training
@@ -167,13 +198,16 @@ class SegmenterRecipe:
     @cached_property
     def train_loader(self) -> MultiStreamLoader:
         dataset = CacheDataset(self.train_data, self.train_transform(), cache_rate=1.0, num_workers=self.num_workers)
-        loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers)
+        sampler = DistributedSampler(dataset, even_divisible=True, shuffle=True) if self.distributed else None
+        loader = DataLoader(
+            dataset, batch_size=self.batch_size, shuffle=sampler is None, sampler=sampler, num_workers=self.num_workers
+        )
         return MultiStreamLoader({"": loader}, epoch_length=self.epoch_length, names={"": self.stream_name})
 
     def train_handlers(self) -> list:
         """Resume, evaluation, progress bar, learning curve, checkpoints (the writers on rank 0 only)."""
         state = {"model": self.network, "optimizer": self.optimizer}
-        handlers: list[Any] = [
+        handlers: list[Any] = self.handlers + [
             ResumeCheckpointLoader(
                 self.ckpt_dir, state, load_engine_as="trainer", enabled=self.resume, map_location=self.device
             )

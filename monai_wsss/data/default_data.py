@@ -31,6 +31,7 @@ renamed into place when complete, so an interrupted build leaves nothing half-wr
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -46,8 +47,10 @@ __all__ = [
     "DEFAULT_DATASET",
     "NUCLEI_DATASET",
     "TISSUE_DATASET",
+    "TISSUE_SLICES_DATASET",
     "build_brain_t1_dataset",
     "build_mni152_tissue_dataset",
+    "build_mni152_tissue_slices_dataset",
     "build_nuclei_tiles_dataset",
     "default_cache_dir",
     "default_dataset_dir",
@@ -55,6 +58,7 @@ __all__ = [
 
 DEFAULT_DATASET = "brain_t1_2mm"
 TISSUE_DATASET = "mni152_tissue_slabs"
+TISSUE_SLICES_DATASET = "mni152_tissue_slices"
 GRID_SIZE = (96, 112, 96)
 GRID_SPACING = 2.0
 _DEBIAN_HINT = (
@@ -259,10 +263,66 @@ def build_mni152_tissue_dataset(
     return out_dir
 
 
+def build_mni152_tissue_slices_dataset(out_dir: str) -> str:
+    """
+    Build the 2D grey / white matter set of the supervised segmenter in ``out_dir``: every axial slice of the
+    labelled and of the test slabs of :py:func:`build_mni152_tissue_dataset` as its own 2D NIfTI image and label
+    (labels 0 = background and CSF, 1 = grey matter, 2 = white matter; slices without brain are left out),
+    ``training`` from the labelled slabs and
+    ``test`` from the test slabs, so no test slice is a neighbour of a training slice (slabs are separated by a
+    discarded slice). The unlabelled slabs are not used.
+    """
+    import SimpleITK as sitk
+
+    slabs = tempfile.mkdtemp(prefix=".slabs-", dir=out_dir)
+    try:
+        build_mni152_tissue_dataset(slabs)
+        with open(os.path.join(slabs, "dataset.json")) as f:
+            meta = json.load(f)
+        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+            os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
+        lists: dict[str, list[dict]] = {"training": [], "test": []}
+        for role, suffix in (("training", "Tr"), ("test", "Ts")):
+            for slab in meta[role]:
+                image = sitk.ReadImage(os.path.join(slabs, slab["image"]))
+                label = sitk.ReadImage(os.path.join(slabs, slab["label"]))
+                stem = os.path.basename(slab["image"]).replace(".nii.gz", "")
+                z0 = int(stem.rsplit("_z", 1)[1])
+                for dz in range(image.GetSize()[2]):
+                    if not sitk.GetArrayViewFromImage(label[:, :, dz]).any():
+                        continue
+                    name = f"mni152_z{z0 + dz:03d}"
+                    item = {"image": f"images{suffix}/{name}.nii.gz", "label": f"labels{suffix}/{name}.nii.gz"}
+                    sitk.WriteImage(image[:, :, dz], os.path.join(out_dir, item["image"]))
+                    sitk.WriteImage(label[:, :, dz], os.path.join(out_dir, item["label"]))
+                    lists[role].append(item)
+    finally:
+        shutil.rmtree(slabs, ignore_errors=True)
+    slices = {
+        "name": "MNI152-tissue-slices",
+        "description": (
+            "Grey / white matter segmentation on 2D axial slices of the MNI152 2009a symmetric T1 template (nilearn): "
+            "the slices of the labelled (training) and test slabs of MNI152-tissue-slabs, one 2D image each. One "
+            "population average (smooth, skull-stripped), not a cohort: test slices are unseen slices of the same "
+            "brain, at least one slice away from every training slice."
+        ),
+        "sources": meta["sources"],
+        "tensorImageSize": "2D",
+        "modality": meta["modality"],
+        "labels": meta["labels"],
+        "numTraining": len(lists["training"]),
+        "numTest": len(lists["test"]),
+        **lists,
+    }
+    atomic_write_datalist(os.path.join(out_dir, "dataset.json"), slices)
+    return out_dir
+
+
 # builders are looked up by name in globals() at call time, so tests can monkeypatch them
 _BUILDERS = {
     DEFAULT_DATASET: "build_brain_t1_dataset",
     TISSUE_DATASET: "build_mni152_tissue_dataset",
+    TISSUE_SLICES_DATASET: "build_mni152_tissue_slices_dataset",
     NUCLEI_DATASET: "build_nuclei_tiles_dataset",
     TAGGED_NUCLEI_DATASET: "build_tagged_nuclei_dataset",
 }
@@ -271,7 +331,8 @@ _BUILDERS = {
 def default_dataset_dir(name: str = DEFAULT_DATASET, cache_dir: str | None = None) -> str:
     """
     Return the folder of a default dataset (``DEFAULT_DATASET``: brain extraction, 3D; ``TISSUE_DATASET``: grey /
-    white matter on slices; ``NUCLEI_DATASET``: 2D fluorescence nuclei tiles with binary masks, from ``stardist``),
+    white matter on slabs; ``TISSUE_SLICES_DATASET``: the same as single 2D slices; ``NUCLEI_DATASET``: 2D
+    fluorescence nuclei tiles with binary masks, from ``stardist``),
     building it on first use (a few seconds).
 
     The build happens in a temporary sibling folder that is renamed into place when complete; concurrent builders

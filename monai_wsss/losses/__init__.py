@@ -3,6 +3,7 @@
 from .adversarial import FGSM, VAT, segmentation_cross_entropy
 from .cotraining import AdversarialDiversityLoss, JensenShannonDivergenceLoss, generalized_jsd, kl_divergence
 from .dual_task import DualTaskConsistencyLoss, LevelSetConsistencyLoss, smooth_heaviside
+from .locally_adaptive import LocallyAdaptiveLoss, WeightedSumLoss, chessboard_gaussian
 from .mask_gan import LatentGANLoss
 from .partial_label import PartialLabelLoss
 from .pix2pix import ConditionalGANLoss
@@ -15,8 +16,11 @@ __all__ = [
     "DualTaskConsistencyLoss",
     "JensenShannonDivergenceLoss",
     "LatentGANLoss",
+    "LocallyAdaptiveLoss",
     "LevelSetConsistencyLoss",
     "PartialLabelLoss",
+    "WeightedSumLoss",
+    "chessboard_gaussian",
     "generalized_jsd",
     "kl_divergence",
     "segmentation_cross_entropy",

@@ -7,10 +7,14 @@ from .nets import (
     FeatureEmbedding,
     LatentMaskGenerator,
     MaskToImageGenerator,
+    MultiScaleFeatures,
+    ObjectContextualHead,
+    ObjectContextualNet,
     ReferenceVNetFeatures,
     SegmentationEnsemble,
     SelectOutput,
     discriminator_logits,
+    region_representations,
     resnet_cam_classifier,
 )
 from .utils import frozen_norm_statistics
@@ -23,9 +27,13 @@ __all__ = [
     "FeatureEmbedding",
     "LatentMaskGenerator",
     "MaskToImageGenerator",
+    "MultiScaleFeatures",
+    "ObjectContextualHead",
+    "ObjectContextualNet",
     "ReferenceVNetFeatures",
     "SegmentationEnsemble",
     "SelectOutput",
     "discriminator_logits",
+    "region_representations",
     "frozen_norm_statistics",
 ]

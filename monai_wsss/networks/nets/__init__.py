@@ -3,6 +3,7 @@ from .dual_task import DualTaskNet, DualTaskVNet, ReferenceVNetFeatures, SelectO
 from .embedding import FeatureEmbedding
 from .ensemble import SegmentationEnsemble
 from .mask_gan import LatentMaskGenerator
+from .ocr import MultiScaleFeatures, ObjectContextualHead, ObjectContextualNet, region_representations
 from .pix2pix import MaskToImageGenerator, discriminator_logits
 
 __all__ = [
@@ -13,8 +14,12 @@ __all__ = [
     "FeatureEmbedding",
     "LatentMaskGenerator",
     "MaskToImageGenerator",
+    "MultiScaleFeatures",
+    "ObjectContextualHead",
+    "ObjectContextualNet",
     "ReferenceVNetFeatures",
     "SegmentationEnsemble",
     "SelectOutput",
     "discriminator_logits",
+    "region_representations",
 ]
