@@ -12,8 +12,10 @@ from .datalist import (
 from .default_data import (
     DEFAULT_DATASET,
     TISSUE_DATASET,
+    TISSUE_SLICES_DATASET,
     build_brain_t1_dataset,
     build_mni152_tissue_dataset,
+    build_mni152_tissue_slices_dataset,
     default_cache_dir,
     default_dataset_dir,
 )
@@ -40,9 +42,11 @@ __all__ = [
     "NUCLEI_DATASET",
     "TAGGED_NUCLEI_DATASET",
     "TISSUE_DATASET",
+    "TISSUE_SLICES_DATASET",
     "TwoStreamLoader",
     "build_brain_t1_dataset",
     "build_mni152_tissue_dataset",
+    "build_mni152_tissue_slices_dataset",
     "build_nuclei_tiles_dataset",
     "build_tagged_nuclei_dataset",
     "check_dicom_series",
