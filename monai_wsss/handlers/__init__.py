@@ -10,6 +10,7 @@ from .checkpoint import (
 )
 from .consistency_weight import ConsistencyWeightScheduler, sigmoid_rampup
 from .figures import LearningCurveWriter, OverlayPNGSaver, SynthesisGridSaver, save_image_grid, save_overlay_png
+from .lock import OutputFolderInUse, OutputFolderLock
 from .metrics import FeatureDistance, SpacingAwareMetricHandler, member_dice_metrics
 from .progress import ProgressBar
 from .run_info import RunSummary, quiet_optional_decoders
@@ -22,6 +23,8 @@ __all__ = [
     "FeatureDistance",
     "LearningCurveWriter",
     "OptionalValidationHandler",
+    "OutputFolderInUse",
+    "OutputFolderLock",
     "OverlayPNGSaver",
     "ProgressBar",
     "ResumeCheckpointLoader",
