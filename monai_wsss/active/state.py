@@ -14,7 +14,7 @@ from monai.utils import convert_to_numpy
 
 from ..utils import atomic_write_json, atomic_write_nifti
 
-__all__ = ["AnnotationState", "SimulatedAnnotator", "FileAnnotator"]
+__all__ = ["AnnotationState", "SimulatedAnnotator", "FileAnnotator", "check_label_values"]
 
 LABELS_FILE = "labels.nii.gz"
 QUERIES_FILE = "queries.json"
@@ -24,6 +24,71 @@ def _strip_channel(arr: NdarrayOrTensor, ndim: int) -> np.ndarray:
     """Drop a leading channel axis of size 1 when the array has one more axis than ``ndim``."""
     a = convert_to_numpy(arr)
     return a[0] if a.ndim == ndim + 1 and a.shape[0] == 1 else a
+
+
+_INT16 = np.iinfo(np.int16)
+
+
+def check_label_values(
+    arr: np.ndarray, source: str, num_classes: int | None = None, ignore_value: int | None = -1
+) -> np.ndarray:
+    """
+    Check a label array BEFORE it is cast to the ``int16`` of an annotation state, and return it as ``int16``: the
+    dtype must be boolean, integer, or floating with only finite, integral values; every value must be a class
+    ``0 .. num_classes - 1`` or ``ignore_value`` (without ``num_classes``: any value ``int16`` holds). A cast
+    alone would turn 65535 into -1 (an unlabelled voxel) and 65537 into 1 (a class) without a word.
+
+    Args:
+        arr: the labels.
+        source: what the labels are (a file name), for the message.
+        num_classes: number of classes; None checks only that the values fit ``int16``.
+        ignore_value: the value of unlabelled voxels, allowed besides the classes; None allows none.
+
+    Raises:
+        ValueError: a dtype that is not a label dtype, non-integral or non-finite values, or values outside the
+            classes (the message names ``source`` and up to 10 of the bad values with their voxel counts).
+    """
+    arr = np.asarray(arr)
+    if arr.dtype == bool:
+        return arr.astype(np.int16)
+    if np.issubdtype(arr.dtype, np.floating):
+        finite = np.isfinite(arr)
+        if not finite.all():
+            raise ValueError(f"{source}: {int((~finite).sum())} voxels are NaN or infinite; expected class indices.")
+        fractional = arr != np.round(arr)
+        if fractional.any():
+            bad = np.unique(arr[fractional])
+            raise ValueError(
+                f"{source}: non-integer label values {_list(bad)} ({int(fractional.sum())} voxels, dtype "
+                f"{arr.dtype}); expected class indices."
+            )
+    elif not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{source}: dtype {arr.dtype} is not a label dtype (integer, or float with integer values).")
+    values, counts = np.unique(arr, return_counts=True)
+    if num_classes is not None:
+        allowed = set(range(int(num_classes))) | (set() if ignore_value is None else {int(ignore_value)})
+        what = f"the classes 0..{int(num_classes) - 1}" + (
+            "" if ignore_value is None else f" and the ignore value {int(ignore_value)}"
+        )
+    else:
+        allowed, what = None, f"the range of int16 ({_INT16.min}..{_INT16.max})"
+    bad = [
+        (v, c)
+        for v, c in zip(values.tolist(), counts.tolist(), strict=True)
+        if (allowed is not None and v not in allowed) or not _INT16.min <= v <= _INT16.max
+    ]
+    if bad:
+        shown = ", ".join(f"{_num(v)} ({c} voxels)" for v, c in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        raise ValueError(f"{source}: label values outside {what}: {shown}. Fix the file and rerun.")
+    return arr.astype(np.int16)
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else str(v)
+
+
+def _list(values: np.ndarray) -> str:
+    return "[" + ", ".join(_num(v) for v in values[:10].tolist()) + (" ..." if len(values) > 10 else "") + "]"
 
 
 class AnnotationState:
@@ -44,15 +109,23 @@ class AnnotationState:
         shape: spatial shape of the label volume (2D or 3D).
         affine: NIfTI affine of the volume (identity if None).
         ignore_value: value of unannotated voxels.
+        num_classes: number of classes; when given, :py:meth:`update` and :py:meth:`load` refuse labels outside
+            ``0 .. num_classes - 1`` (and ``ignore_value``) instead of recording them.
     """
 
     def __init__(
-        self, root_dir: str, shape: Sequence[int], affine: np.ndarray | None = None, ignore_value: int = -1
+        self,
+        root_dir: str,
+        shape: Sequence[int],
+        affine: np.ndarray | None = None,
+        ignore_value: int = -1,
+        num_classes: int | None = None,
     ) -> None:
         self.root_dir = root_dir
         self.shape = tuple(int(s) for s in shape)
         self.affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
         self.ignore_value = int(ignore_value)
+        self.num_classes = None if num_classes is None else int(num_classes)
         self.labels = np.full(self.shape, self.ignore_value, dtype=np.int16)
         self.queries: list[dict] = []
         os.makedirs(root_dir, exist_ok=True)
@@ -85,11 +158,17 @@ class AnnotationState:
         )
 
     @classmethod
-    def load(cls, root_dir: str, ignore_value: int = -1) -> AnnotationState:
-        """Resume from the files written by :py:meth:`save`."""
-        img = nib.load(os.path.join(root_dir, LABELS_FILE))
-        labels = np.asarray(img.dataobj).astype(np.int16)
-        state = cls(root_dir, labels.shape, img.affine, ignore_value)
+    def load(cls, root_dir: str, ignore_value: int = -1, num_classes: int | None = None) -> AnnotationState:
+        """
+        Resume from the files written by :py:meth:`save`.
+
+        Raises:
+            ValueError: the labels file holds values outside the classes (see :py:func:`check_label_values`).
+        """
+        path = os.path.join(root_dir, LABELS_FILE)
+        img = nib.load(path)
+        labels = check_label_values(np.asarray(img.dataobj), f"annotation state {path}", num_classes, ignore_value)
+        state = cls(root_dir, labels.shape, img.affine, ignore_value, num_classes)
         state.labels = labels
         with open(os.path.join(root_dir, QUERIES_FILE)) as f:
             state.queries = list(json.load(f))
@@ -97,17 +176,22 @@ class AnnotationState:
 
     @classmethod
     def load_or_create(
-        cls, root_dir: str, shape: Sequence[int], affine: np.ndarray | None = None, ignore_value: int = -1
+        cls,
+        root_dir: str,
+        shape: Sequence[int],
+        affine: np.ndarray | None = None,
+        ignore_value: int = -1,
+        num_classes: int | None = None,
     ) -> AnnotationState:
         """:py:meth:`load` when the files exist (checking the shape), otherwise a fresh, saved state."""
         if cls.exists(root_dir):
-            state = cls.load(root_dir, ignore_value)
+            state = cls.load(root_dir, ignore_value, num_classes)
             if state.shape != tuple(shape):
                 raise ValueError(
                     f"annotation state in {root_dir} has shape {state.shape}, expected {tuple(int(s) for s in shape)}."
                 )
             return state
-        state = cls(root_dir, shape, affine, ignore_value)
+        state = cls(root_dir, shape, affine, ignore_value, num_classes)
         state.save()
         return state
 
@@ -126,14 +210,23 @@ class AnnotationState:
     ) -> dict:
         """
         Record one answered query: copy ``labels`` into the volume where ``query_mask`` is set and the answer is not
-        ``ignore_value``, append the query record, and save both files. Returns the record.
+        ``ignore_value``, append the query record, and save both files. Returns the record. Nothing is recorded
+        unless the answer is valid.
+
+        Raises:
+            ValueError: shapes differ, or the answer inside the query holds values that are not labels (see
+                :py:func:`check_label_values`; ``num_classes`` when the state has it).
         """
         mask = _strip_channel(query_mask, len(self.shape)).astype(bool)
         lab = _strip_channel(labels, len(self.shape))
         if mask.shape != self.shape or lab.shape != self.shape:
             raise ValueError(f"query mask {mask.shape} and labels {lab.shape} must both have shape {self.shape}.")
-        given = mask & (lab != self.ignore_value)
-        self.labels[given] = lab[given].astype(np.int16)
+        answer = check_label_values(
+            lab[mask], f"answer to round {int(round_index)} in {self.root_dir}", self.num_classes, self.ignore_value
+        )
+        given = mask.copy()
+        given[mask] = answer != self.ignore_value
+        self.labels[given] = answer[answer != self.ignore_value]
         record = {
             "round": int(round_index),
             "region_ids": None if region_ids is None else [int(r) for r in region_ids],
@@ -172,23 +265,37 @@ class SimulatedAnnotator:
 class FileAnnotator:
     """
     A person annotates the queried patch in an external tool and saves a label file (NIfTI, or ``.npy``); this reads
-    it back, checks the shape and keeps the labels inside the query mask (voxels marked ``ignore_value`` in the file
-    stay unannotated).
+    it back, checks its shape, dtype and values (before any cast: :py:func:`check_label_values`) and keeps the
+    labels inside the query mask (voxels marked ``ignore_value`` in the file stay unannotated).
 
     Args:
         shape: expected spatial shape of the label files.
         ignore_value: value of unlabelled voxels, in the file and in the output.
+        num_classes: number of classes; the file may hold only ``0 .. num_classes - 1`` and ``ignore_value``.
+            None checks only that the values fit ``int16``.
     """
 
-    def __init__(self, shape: Sequence[int], ignore_value: int = -1) -> None:
+    def __init__(self, shape: Sequence[int], ignore_value: int = -1, num_classes: int | None = None) -> None:
         self.shape = tuple(int(s) for s in shape)
         self.ignore_value = int(ignore_value)
+        self.num_classes = None if num_classes is None else int(num_classes)
 
     def read(self, path: str) -> np.ndarray:
-        """Read a label file; a shape other than ``shape`` raises a ``ValueError`` naming the file and both shapes."""
+        """
+        Read a label file and return it as ``int16``.
+
+        Raises:
+            FileNotFoundError: the file does not exist.
+            ValueError: the file cannot be read, its shape is not ``shape`` (the message names the file and both
+                shapes), or its dtype or values are not labels of the classes (the message names the file and the
+                bad values).
+        """
         if not os.path.isfile(path):
             raise FileNotFoundError(f"label file {path} does not exist.")
-        arr = np.load(path) if path.endswith(".npy") else np.asarray(nib.load(path).dataobj)
+        try:
+            arr = np.load(path, allow_pickle=False) if path.endswith(".npy") else np.asarray(nib.load(path).dataobj)
+        except Exception as e:
+            raise ValueError(f"label file {path} cannot be read as a label array ({type(e).__name__}: {e}).") from e
         if arr.ndim == len(self.shape) + 1 and arr.shape[0] == 1:
             arr = arr[0]
         if tuple(arr.shape) != self.shape:
@@ -196,9 +303,7 @@ class FileAnnotator:
                 f"label file {path} has shape {tuple(arr.shape)}, but the volume being annotated has shape "
                 f"{self.shape}."
             )
-        if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
-            raise ValueError(f"label file {path} holds non-integer values; expected class indices.")
-        return arr.astype(np.int16)
+        return check_label_values(arr, f"label file {path}", self.num_classes, self.ignore_value)
 
     def __call__(self, query_mask: NdarrayOrTensor, path: str) -> np.ndarray:
         labels = self.read(path)

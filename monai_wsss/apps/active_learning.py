@@ -300,7 +300,9 @@ class ActiveLearningLoop:
         root = os.path.join(self.work_dir, "state", case["name"])
         # the NIfTI affine of the state must be 4x4; MetaTensor affines of 2D images are 3x3
         affine = case["affine"] if case["affine"].shape == (4, 4) else None
-        return AnnotationState.load_or_create(root, case["image"].shape[1:], affine, self.ignore_value)
+        return AnnotationState.load_or_create(
+            root, case["image"].shape[1:], affine, self.ignore_value, self.num_classes
+        )
 
     def regions(self, case: dict) -> np.ndarray:
         if case["name"] not in self._regions:
@@ -425,7 +427,7 @@ class ActiveLearningLoop:
         for ext in (".nii.gz", ".nii", ".npy"):
             path = os.path.join(self.label_dir, stem + ext)
             if os.path.isfile(path):
-                return FileAnnotator(mask.shape, self.ignore_value)(mask, path)
+                return FileAnnotator(mask.shape, self.ignore_value, self.num_classes)(mask, path)
         self.logger.warning(
             f"round {round_index}: waiting for the label file {os.path.join(self.label_dir, stem)}.nii.gz "
             f"(query mask: {os.path.join(qdir, stem)}.nii.gz); rerun when it is there."
