@@ -3,6 +3,7 @@
 from .adversarial import FGSM, VAT, segmentation_cross_entropy
 from .cotraining import AdversarialDiversityLoss, JensenShannonDivergenceLoss, generalized_jsd, kl_divergence
 from .dual_task import DualTaskConsistencyLoss, LevelSetConsistencyLoss, smooth_heaviside
+from .graph_triplet import GraphTripletLoss, class_graph_triplets
 from .locally_adaptive import LocallyAdaptiveLoss, WeightedSumLoss, chessboard_gaussian
 from .mask_gan import LatentGANLoss
 from .partial_label import PartialLabelLoss
@@ -14,6 +15,7 @@ __all__ = [
     "AdversarialDiversityLoss",
     "ConditionalGANLoss",
     "DualTaskConsistencyLoss",
+    "GraphTripletLoss",
     "JensenShannonDivergenceLoss",
     "LatentGANLoss",
     "LocallyAdaptiveLoss",
@@ -21,6 +23,7 @@ __all__ = [
     "PartialLabelLoss",
     "WeightedSumLoss",
     "chessboard_gaussian",
+    "class_graph_triplets",
     "generalized_jsd",
     "kl_divergence",
     "segmentation_cross_entropy",

@@ -17,7 +17,7 @@ from .nets import (
     region_representations,
     resnet_cam_classifier,
 )
-from .utils import frozen_norm_statistics
+from .utils import PretrainedWeightsLoader, frozen_norm_statistics, load_pretrained_weights, read_state_dict
 
 __all__ = [
     "CAMClassifier",
@@ -36,4 +36,7 @@ __all__ = [
     "discriminator_logits",
     "region_representations",
     "frozen_norm_statistics",
+    "PretrainedWeightsLoader",
+    "load_pretrained_weights",
+    "read_state_dict",
 ]

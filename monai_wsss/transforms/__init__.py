@@ -1,6 +1,7 @@
 """Transforms: array versions and their dictionary twins (one module per concept, or array.py / dictionary.py)."""
 
 from .array import DecodeLabelCodes, EnsembleDisagreement, OtsuForeground, QuantizeLabels, SignedDistanceMap
+from .context_restoration import RandContextShuffle, RandContextShuffleD, RandContextShuffled, RandContextShuffleDict
 from .dictionary import (
     DecodeLabelCodesD,
     DecodeLabelCodesd,
@@ -18,6 +19,13 @@ from .dictionary import (
     SignedDistanceMapd,
     SignedDistanceMapDict,
 )
+from .patch_sampler import (
+    RandMajorityClassPatches,
+    RandMajorityClassPatchesD,
+    RandMajorityClassPatchesd,
+    RandMajorityClassPatchesDict,
+    majority_class,
+)
 from .pseudo_label import SeedsToPseudoLabel, seeds_to_pseudo_label
 from .supervoxels import Supervoxels, SupervoxelsD, Supervoxelsd, SupervoxelsDict, relabel_consecutive
 from .uncertainty import (
@@ -32,6 +40,15 @@ from .uncertainty import (
 )
 
 __all__ = [
+    "RandContextShuffle",
+    "RandContextShuffleD",
+    "RandContextShuffleDict",
+    "RandContextShuffled",
+    "RandMajorityClassPatches",
+    "RandMajorityClassPatchesD",
+    "RandMajorityClassPatchesDict",
+    "RandMajorityClassPatchesd",
+    "majority_class",
     "PixelUncertainty",
     "PixelUncertaintyD",
     "PixelUncertaintyDict",
