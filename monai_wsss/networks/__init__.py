@@ -17,7 +17,13 @@ from .nets import (
     region_representations,
     resnet_cam_classifier,
 )
-from .utils import PretrainedWeightsLoader, frozen_norm_statistics, load_pretrained_weights, read_state_dict
+from .utils import (
+    PretrainedWeightsLoader,
+    export_encoder,
+    frozen_norm_statistics,
+    load_pretrained_weights,
+    read_state_dict,
+)
 
 __all__ = [
     "CAMClassifier",
@@ -37,6 +43,7 @@ __all__ = [
     "region_representations",
     "frozen_norm_statistics",
     "PretrainedWeightsLoader",
+    "export_encoder",
     "load_pretrained_weights",
     "read_state_dict",
 ]

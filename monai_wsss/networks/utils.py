@@ -13,8 +13,15 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
 from ..errors import SettingsError
+from ..utils import atomic_write_torch
 
-__all__ = ["PretrainedWeightsLoader", "frozen_norm_statistics", "load_pretrained_weights", "read_state_dict"]
+__all__ = [
+    "PretrainedWeightsLoader",
+    "export_encoder",
+    "frozen_norm_statistics",
+    "load_pretrained_weights",
+    "read_state_dict",
+]
 
 
 @contextmanager
@@ -221,3 +228,49 @@ class PretrainedWeightsLoader:
         self.report = load_pretrained_weights(
             self.network, self.path, self.prefix, self.strip_prefix, self.map_location, self.logger
         )
+
+
+def export_encoder(
+    source: str | Sequence[str],
+    destination: str,
+    keep_prefix: str = "backbone.",
+    logger: logging.Logger | None = None,
+) -> str:
+    """
+    Write the encoder of a trained network as a plain state dict (``destination``, atomically): the tensors of
+    ``source`` whose names start with ``keep_prefix``, names unchanged, so :py:func:`load_pretrained_weights` loads
+    them by name into a network of the same family (e.g. ``backbone.*`` of a
+    :py:class:`~monai_wsss.networks.DualTaskVNet`, leaving its heads as initialised).
+
+    Args:
+        source: the trained weights, or several candidates of which the first existing file is used (e.g. the
+            mix-and-match weights, else the proxy-task weights).
+        destination: the ``encoder.pt`` to write.
+        keep_prefix: the names to keep (``""``: all).
+        logger: where the one-line report goes.
+
+    Returns:
+        the source file used.
+
+    Raises:
+        SettingsError: no source file exists or it is not a state dict; no tensor name starts with ``keep_prefix``.
+    """
+    candidates = [source] if isinstance(source, str) else list(source)
+    found = next((c for c in candidates if c and os.path.isfile(c)), None)
+    if found is None:
+        raise SettingsError(
+            "no trained weights to export (looked for " + ", ".join(map(str, candidates)) + ")",
+            file=str(candidates[0]) if candidates else "source",
+            hint="run the bundle's train config (and mix_and_match.json) first",
+        )
+    state = read_state_dict(found)
+    kept = {k: v for k, v in state.items() if k.startswith(keep_prefix)}
+    if not kept:
+        raise SettingsError(
+            f"no tensor name starts with {keep_prefix!r} (e.g. `{next(iter(state))}`)", file=found, hint=_HINT
+        )
+    atomic_write_torch(destination, kept)
+    (logger or logging.getLogger(__name__)).info(
+        f"Encoder exported: {len(kept)} of {len(state)} tensors of {found} ({keep_prefix!r}*) written to {destination}."
+    )
+    return found
