@@ -22,6 +22,7 @@ import torch
 __all__ = [
     "atomic_path",
     "default_file_mode",
+    "output_root_dir",
     "atomic_write_csv",
     "atomic_write_datalist",
     "atomic_write_figure",
@@ -169,6 +170,46 @@ def atomic_write_figure(path: str, fig: Any, dpi: int = 100) -> None:
     """Save a matplotlib figure (format from the extension, e.g. ``.png``)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+
+
+def _stem(path: str) -> str:
+    name = os.path.basename(path)
+    for ext in (".gz", ".bz2", ".xz"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    return os.path.splitext(name)[0]
+
+
+def output_root_dir(items: Sequence[Any], key: str = "image") -> str:
+    """
+    The ``data_root_dir`` for MONAI's ``SaveImaged`` that gives every input its own output name: the deepest folder
+    that holds all the inputs. ``SaveImaged`` writes each output under its input's folder relative to it, so inputs
+    that share a file name in different folders get different outputs (``a/x.nii.gz`` -> ``<output_dir>/a/x_seg...``,
+    ``b/x.nii.gz`` -> ``<output_dir>/b/x_seg...``), while inputs that all sit in one folder keep the flat names
+    ``<output_dir>/x_seg...``; no output lands outside ``output_dir``.
+
+    Args:
+        items: the inference list: file paths, or dicts holding one under ``key`` (others are skipped).
+        key: the key of the input file in dict items.
+
+    Raises:
+        ValueError: two inputs would still get the same output name (same folder and same name once the
+            extension is dropped, e.g. ``x.nii`` and ``x.nii.gz``); the message names both.
+    """
+    paths = [i.get(key) if isinstance(i, Mapping) else i for i in items]
+    paths = [os.path.abspath(str(p)) for p in paths if isinstance(p, (str, os.PathLike))]
+    if not paths:
+        return ""
+    root = os.path.commonpath([os.path.dirname(p) for p in paths])
+    seen: dict[tuple[str, str], str] = {}
+    for p in paths:
+        name = (os.path.relpath(os.path.dirname(p), root), _stem(p))
+        if name in seen and seen[name] != p:
+            raise ValueError(
+                f"{seen[name]} and {p} would be saved under the same output name ({_stem(p)}): rename one of them."
+            )
+        seen[name] = p
+    return root
 
 
 def replace_directory(tmp: str, dest: str) -> None:

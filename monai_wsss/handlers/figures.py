@@ -175,10 +175,20 @@ class OverlayPNGSaver:
         output_dir: folder of the PNGs.
         image_key: image in each decollated output item.
         mask_keys: masks to overlay, shown in this order.
+        data_root_dir: as in MONAI's ``SaveImaged``: when given, each PNG goes under its input's folder relative to
+            it (``<output_dir>/<relative folder>/<case>_overlay.png``), so inputs that share a file name in
+            different folders do not overwrite each other (see :py:func:`monai_wsss.utils.output_root_dir`).
     """
 
-    def __init__(self, output_dir: str, image_key: str = "image", mask_keys: Sequence[str] = ("label", "pred")):
+    def __init__(
+        self,
+        output_dir: str,
+        image_key: str = "image",
+        mask_keys: Sequence[str] = ("label", "pred"),
+        data_root_dir: str = "",
+    ):
         self.output_dir = output_dir
+        self.data_root_dir = data_root_dir
         self.image_key = image_key
         self.mask_keys = tuple(mask_keys)
         self.written: list[str] = []
@@ -191,9 +201,12 @@ class OverlayPNGSaver:
         for i, item in enumerate(items):
             image = item[self.image_key]
             meta = getattr(image, "meta", {}) or {}
-            name = os.path.basename(str(meta.get("filename_or_obj", f"case{engine.state.iteration}_{i}")))
-            name = name.split(".")[0]
-            path = os.path.join(self.output_dir, f"{name}_overlay.png")
+            source = str(meta.get("filename_or_obj", f"case{engine.state.iteration}_{i}"))
+            name = os.path.basename(source).split(".")[0]
+            folder = self.output_dir
+            if self.data_root_dir and os.path.dirname(source):
+                folder = os.path.join(folder, os.path.relpath(os.path.dirname(source), self.data_root_dir))
+            path = os.path.normpath(os.path.join(folder, f"{name}_overlay.png"))
             save_overlay_png(path, image, {k: item[k] for k in self.mask_keys if k in item}, title=name)
             self.written.append(path)
 

@@ -1,17 +1,21 @@
 """Issue 18, item 1: a training process killed with SIGKILL at many points, including inside the checkpoint write,
 always leaves a complete checkpoint to resume from; the rerun resumes from the newest complete one, removes the
 temporary file the killed write left, and keeps ``n_saved`` (the checkpoints found at resume are rotated out like
-new ones). The final weights equal those of a run that was never killed."""
+new ones). The final weights equal those of a run that was never killed. Each training runs in a forked child
+process, killed by a real SIGKILL."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import runpy
 import subprocess
 import sys
 import textwrap
+import traceback
 
+import monai.engines  # noqa: F401  (imported before forking, so that each child starts at once)
 import torch
 
 from monai_wsss.handlers import remove_stale_temp_files
@@ -137,10 +141,6 @@ CHILD = textwrap.dedent(
         return net
 
 
-    if __name__ == "__main__":
-        logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
-        train(sys.argv[1], sys.argv[2], int(sys.argv[3]))
-        print("finished", flush=True)
     """
 )
 
@@ -152,11 +152,33 @@ def _listing(folder: str) -> tuple[list[str], list[str]]:
     return [n for n in names if not n.startswith(".")], [n for n in names if n.startswith(".")]
 
 
-def _run(script: str, ckpt_dir: str, mode: str, at: int = 0) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [sys.executable, script, ckpt_dir, mode, str(at)], capture_output=True, text=True, env=env, timeout=120
-    )
+def _run(script: str, ckpt_dir: str, mode: str, at: int = 0) -> tuple[int, str]:
+    """Train in a forked child process (the libraries are already imported, so it starts at once); returns its exit
+    code (``-9`` after SIGKILL) and everything it printed and logged."""
+    log = os.path.join(os.path.dirname(script), f"log_{mode}_{at}.txt")
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 1
+        try:
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            sys.stdout = open(1, "w", buffering=1, closefd=False)
+            sys.stderr = sys.stdout
+            logging.root.handlers = [logging.StreamHandler(sys.stdout)]
+            logging.root.setLevel(logging.INFO)
+            runpy.run_path(script, run_name="child")["train"](ckpt_dir, mode, at)
+            print("finished", flush=True)
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+            sys.stdout.flush()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    with open(log) as f:
+        return code, f.read()
 
 
 def test_sigkill_at_many_points_always_resumes_from_the_last_complete_checkpoint(tmp_path):
@@ -175,15 +197,15 @@ def test_sigkill_at_many_points_always_resumes_from_the_last_complete_checkpoint
     ]
     resumed_from = 0  # the first run finds nothing
     for mode, at, next_resume, names_after in plan:
-        proc = _run(script, ckpt_dir, mode, at)
-        assert proc.returncode == -9, (mode, proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
-        ran = [int(n) for n in re.findall(r"^ran (\d+)$", proc.stdout, flags=re.M)]
+        code, out = _run(script, ckpt_dir, mode, at)
+        assert code == -9, (mode, code, out[-3000:])
+        ran = [int(n) for n in re.findall(r"^ran (\d+)$", out, flags=re.M)]
         assert ran and ran[0] == resumed_from + 1, (mode, ran[:3], resumed_from)
-        m = RESUME.search(proc.stdout)
+        m = RESUME.search(out)
         if resumed_from == 0:
-            assert m is None and "training starts from iteration 0" in proc.stdout
+            assert m is None and "training starts from iteration 0" in out
         else:
-            assert m is not None and int(m.group(2)) == resumed_from, proc.stdout[-2000:]
+            assert m is not None and int(m.group(2)) == resumed_from, out[-2000:]
             assert os.path.basename(m.group(1)) == f"checkpoint_iteration={resumed_from}.pt"
         final, hidden = _listing(ckpt_dir)
         assert final == names_after, (mode, final)
@@ -194,11 +216,11 @@ def test_sigkill_at_many_points_always_resumes_from_the_last_complete_checkpoint
             assert state["trainer"]["iteration"] == int(name.split("=")[1].split(".")[0])
         resumed_from = next_resume
 
-    proc = _run(script, ckpt_dir, "none")
-    assert proc.returncode == 0 and "finished" in proc.stdout, proc.stderr[-2000:]
-    m = RESUME.search(proc.stdout)
+    code, out = _run(script, ckpt_dir, "none")
+    assert code == 0 and "finished" in out, out[-3000:]
+    m = RESUME.search(out)
     assert m is not None and int(m.group(2)) == 12
-    assert not re.findall(r"^ran ", proc.stdout, flags=re.M)  # nothing left to train: only model.pt is written
+    assert not re.findall(r"^ran ", out, flags=re.M)  # nothing left to train: only model.pt is written
     final, hidden = _listing(ckpt_dir)
     assert final == ["checkpoint_iteration=10.pt", "checkpoint_iteration=12.pt", "model.pt"] and hidden == []
 
