@@ -114,7 +114,15 @@ class OutputFolderLock:
         """Take the lock now (refusing when another run holds it); release it when the run completes."""
         self.acquire()
         if not self.hold_until_exit:
-            engine.add_event_handler(Events.COMPLETED, lambda _: self.release())
+            engine.add_event_handler(Events.STARTED, self._release_last)
+
+    def _release_last(self, engine) -> None:
+        # registered once every handler is attached, so the release follows their COMPLETED writes (model.pt)
+        if not engine.has_event_handler(self._release_on_completed, Events.COMPLETED):
+            engine.add_event_handler(Events.COMPLETED, self._release_on_completed)
+
+    def _release_on_completed(self, engine) -> None:
+        self.release()
 
     def acquire(self) -> None:
         """

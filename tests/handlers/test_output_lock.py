@@ -13,7 +13,7 @@ import sys
 
 import pytest
 from conftest import REPO
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from monai.bundle import ConfigWorkflow
 
 from monai_wsss.handlers import OutputFolderInUse, OutputFolderLock
@@ -106,13 +106,16 @@ def test_lock_of_a_killed_run_is_taken_over_with_a_warning(tmp_path, holder, cap
     proc.kill()
     assert sorted(os.listdir(folder)) == [LOCK_FILE, INFO_FILE]  # a killed run cannot clean up
     engine = _engine()
+    lock = OutputFolderLock(folder)
     with caplog.at_level(logging.WARNING):
-        OutputFolderLock(folder).attach(engine)
+        lock.attach(engine)
+    held_at_completed = []  # a handler attached after the lock, e.g. the final model.pt saver, still runs locked
+    engine.add_event_handler(Events.COMPLETED, lambda e: held_at_completed.append(lock.held))
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert f"PID {proc.pid}" in warning and "no longer running" in warning and folder in warning
     assert json.loads((tmp_path / "out" / INFO_FILE).read_text())["pid"] == os.getpid()
-    engine.run([0, 1], max_epochs=1)  # released when the run completes
-    assert os.listdir(folder) == []
+    engine.run([0, 1], max_epochs=1)  # released when the run completes, after the other COMPLETED handlers
+    assert held_at_completed == [True] and not lock.held and os.listdir(folder) == []
 
 
 def test_live_pid_on_this_host_refuses_even_without_flock(tmp_path):
