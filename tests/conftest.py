@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -96,7 +97,8 @@ def mni_small() -> tuple[np.ndarray, np.ndarray]:
 def tiny_brain_dataset(tmp_path_factory, robex_small, mni_small) -> str:
     """
     A decathlon folder of small real scans: the ROBEX scan (labelled, 29x37x38 at 6 mm) and its left-right mirror
-    (labelled), MNI152 (unlabelled), and the ROBEX scan again as "test" (tests check learning, not generalisation).
+    (labelled), MNI152 (unlabelled), and the ROBEX scan again as "test" (tests check learning, not generalisation),
+    as a copy in imagesTs/labelsTs: the same file in training and test is refused by the datalist checks.
     """
     root = str(tmp_path_factory.mktemp("tiny_brain"))
     os.makedirs(os.path.join(root, "imagesTr"))
@@ -115,8 +117,11 @@ def tiny_brain_dataset(tmp_path_factory, robex_small, mni_small) -> str:
         "labels": {"0": "background", "1": "brain"},
         "training": training,
         "unlabeled": [{"image": "imagesTr/mni152.nii.gz"}],
-        "test": [training[0]],
+        "test": [{"image": "imagesTs/robex.nii.gz", "label": "labelsTs/robex.nii.gz"}],
     }
+    for sub in ("images", "labels"):
+        os.makedirs(os.path.join(root, f"{sub}Ts"))
+        shutil.copy(os.path.join(root, f"{sub}Tr", "robex.nii.gz"), os.path.join(root, f"{sub}Ts", "robex.nii.gz"))
     with open(os.path.join(root, "dataset.json"), "w") as f:
         json.dump(meta, f)
     return root

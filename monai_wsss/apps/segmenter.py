@@ -20,6 +20,7 @@ from ..handlers.checkpoint import AtomicCheckpointSaver, ResumeCheckpointLoader
 from ..handlers.figures import LearningCurveWriter, OverlayPNGSaver
 from ..handlers.progress import ProgressBar
 from ..handlers.validation import OptionalValidationHandler
+from ..settings import as_switch
 
 __all__ = ["SegmenterRecipe", "choose"]
 
@@ -177,7 +178,8 @@ class SegmenterRecipe:
         self.val_interval = int(val_interval or num_epochs)
         self.eval_batch_size, self.sw_batch_size, self.overlap = int(eval_batch_size), int(sw_batch_size), overlap
         self.device = torch.device(device)
-        self.resume, self.amp, self.num_workers = resume, amp, int(num_workers)
+        self.resume, self.amp = as_switch(resume, "resume"), as_switch(amp, "amp")  # a command line passes "false"
+        self.num_workers = int(num_workers)
         self.save_overlays, self.stream_name = save_overlays, stream_name
         self.n_saved, self.save_best = int(n_saved), bool(save_best)
         self.handlers, self.distributed = list(handlers), bool(distributed)

@@ -37,15 +37,20 @@ def _read_list(path: str, key: str, base_dir: str) -> list[dict]:
     return load_decathlon_datalist(path, is_segmentation=True, data_list_key=key, base_dir=base_dir)
 
 
-def check_duplicates(path: str, lists: dict[str, Sequence[dict]], image_key: str = "image") -> None:
+def check_duplicates(
+    path: str, lists: dict[str, Sequence[dict]], image_key: str = "image", held_out: str = "test"
+) -> None:
     """
-    Refuse a datalist in which one image (same real path) appears twice: within a list, or in two lists (a case in
-    both training and test makes every test score optimistic).
+    Refuse a datalist in which one image (same real path) appears twice in one list, or appears in the
+    ``held_out`` list (``test``) and in another list: a test case that is also trained or validated on makes every
+    test score optimistic. (A validation case that is also a training case is allowed: it only makes the
+    validation curve optimistic, and some setups do it on purpose.)
 
     Args:
         path: the datalist file, named in the error.
         lists: list name -> items (with absolute ``image_key`` paths).
         image_key: key of the image path in each item.
+        held_out: the list that must share no image with the others.
 
     Raises:
         DatasetError: one line per repeated image, naming it and the lists that hold it.
@@ -56,16 +61,19 @@ def check_duplicates(path: str, lists: dict[str, Sequence[dict]], image_key: str
             image = item.get(image_key)
             if isinstance(image, str):
                 where.setdefault(os.path.realpath(image), []).append(name)
-    problems = [
-        f"{image}: listed {len(names)} times ({', '.join(repr(n) for n in names)})"
-        + (" : a case in both training and test" if "test" in names and len(set(names)) > 1 else "")
-        for image, names in where.items()
-        if len(names) > 1
-    ]
+    problems = []
+    for image, names in where.items():
+        if len(names) == len(set(names)) and not (held_out in names and len(names) > 1):
+            continue
+        both = f": a case in both {', '.join(sorted(set(names) - {held_out}))} and {held_out}"
+        problems.append(
+            f"{image}: listed {len(names)} times ({', '.join(repr(n) for n in names)})"
+            + (both if held_out in names and len(set(names)) > 1 else "")
+        )
     if problems:
         raise DatasetError(
             f"{path}: {len(problems)} repeated case(s):\n  " + "\n  ".join(problems),
-            hint="list each case once, and keep test cases out of the training lists.",
+            hint=f"list each case once, and keep {held_out} cases out of the other lists.",
         )
 
 

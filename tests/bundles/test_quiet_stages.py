@@ -22,7 +22,8 @@ def test_initialize_quiets_decoder_notices_first(path):
         config = json.load(f)
     if "initialize" not in config:
         return
-    assert config["initialize"][0] == QUIET, f"{path}: `initialize` does not start with {QUIET}"
+    initialize = [e for e in config["initialize"] if e != "$monai_wsss.settings.check_command_line()"]  # issue 18
+    assert initialize[0] == QUIET, f"{path}: `initialize` does not start with {QUIET}"
     if os.path.basename(path) in ("train.json", "train_classifier.json", "inference.json"):  # run standalone
         assert "verbose" in config and config["verbose"] is False, f"{path}: no `verbose` key (default false)"
         assert "$import monai_wsss.handlers" in config.get("imports", []), f"{path}: does not import the handlers"

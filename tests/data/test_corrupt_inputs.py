@@ -259,10 +259,10 @@ def test_case_in_training_and_test_is_refused(tmp_path):
     with pytest.raises(DatasetError) as err:
         load_semisupervised_datalist(d)
     assert str(err.value) == (
-        f"{d}/dataset.json: 1 repeated case(s):\n  {d}/a.nii.gz: listed 2 times ('training', 'test') : a case in "
+        f"{d}/dataset.json: 1 repeated case(s):\n  {d}/a.nii.gz: listed 2 times ('training', 'test'): a case in "
         "both training and test"
     )
-    assert err.value.hint == "list each case once, and keep test cases out of the training lists."
+    assert err.value.hint == "list each case once, and keep test cases out of the other lists."
 
 
 def test_duplicated_case_is_refused(tmp_path):
