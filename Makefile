@@ -53,11 +53,14 @@ test: setup
 # installed FIRST and kept by a constraints file; the library itself never imports monailabel.
 MONAILABEL_VENV ?= .venv-monailabel
 MONAILABEL_SPEC ?= monailabel==0.8.5
+# pydicom-seg 0.4.1 (monailabel's DICOM-SEG writer) imports pydicom._storage_sopclass_uids, gone in pydicom 3: keep
+# pydicom 2 and the DICOM clients that still accept it (measured: pydicom 3.0.2 makes the server fail at start-up)
+MONAILABEL_PINS ?= "pydicom<3" "pynetdicom<3" "dicomweb-client<0.60"
 $(MONAILABEL_VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(MONAILABEL_VENV)
 	$(MONAILABEL_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(MONAILABEL_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
-	echo "$(TORCH_SPEC)" > $(MONAILABEL_VENV)/constraints.txt
+	printf '%s\n' "$(TORCH_SPEC)" $(MONAILABEL_PINS) > $(MONAILABEL_VENV)/constraints.txt
 	$(MONAILABEL_VENV)/bin/python -m pip install --quiet -c $(MONAILABEL_VENV)/constraints.txt \
 	    "$(MONAILABEL_SPEC)" -e .
 	touch $@

@@ -44,6 +44,8 @@ DATA = {
 
 def _monailabel_section(bundle: str) -> str:
     path = os.path.join(REPO, "bundles", bundle, "docs", "README.md")
+    if not os.path.isfile(path):
+        return ""
     text = open(path).read()
     m = re.search(r"^(#+) MONAI Label\b.*?$(.*?)(?=^\1 |\Z)", text, flags=re.M | re.S)
     return m.group(2) if m else ""
@@ -139,12 +141,20 @@ def test_inference_as_monailabel_loads_it(bundle, tmp_path, request):
     post = [t for t in (post.transforms if isinstance(post, Compose) else post) if not isinstance(t, SaveImaged)]
     inferer = parser.get_parsed_content("inferer", instantiate=True)
 
-    fixture = request.getfixturevalue(DATA.get(bundle, "tiny_brain_dataset"))
+    default = "nuclei_dataset" if len(image_fmt["spatial_shape"]) == 2 else "tiny_brain_dataset"
+    fixture = request.getfixturevalue(DATA.get(bundle, default))
     item = _items(fixture)[0]
     path = item["label"] if bundle.startswith("pix2pix") else item["image"]
-    data = {key_image: path}
-    for t in pre:
-        data = t(data)
+    data = {key_image: path, "image_path": path}  # MONAI Label's request carries the path as `image_path`
+    try:
+        for t in pre:
+            data = t(data)
+    except AttributeError as e:  # MONAI 1.6's Spacingd updates every `image_*` entry of a NIfTI input as a dict
+        assert "'str' object has no attribute 'update'" in str(e), e
+        assert "`image_path`" in _monailabel_section(bundle), f"{bundle}: undocumented image_path failure: {e}"
+        data = {key_image: path}  # what the project's app does (ImagePathSafe)
+        for t in pre:
+            data = t(data)
     with torch.no_grad():
         out = inferer(torch.as_tensor(data[key_image])[None].float(), network)
     data[key_pred] = out[0]
@@ -183,8 +193,10 @@ def test_training_overrides_as_monailabel_applies_them(bundle, tmp_path, request
     met = {k: v for k, v in overrides.items() if report.get(k, None) is None}
     for key, value in met.items():
         parser[key] = value
-    assert parser.get_parsed_content("train#trainer#max_epochs") == 1
-    assert parser["train#handlers"][0] is loader and len(parser["train#handlers"]) == len(handlers) + 1
+    if report["train#trainer#max_epochs"] is None:
+        assert parser.get_parsed_content("train#trainer#max_epochs") == 1
+    if report["train#handlers"] is None:
+        assert parser["train#handlers"][0] is loader and len(parser["train#handlers"]) == len(handlers) + 1
     for key, n in (("train#dataset", 2), ("validate#dataset", 1)):
         if report[f"{key}#data"] is None:
             parsed = parser.get_parsed_content(f"{key}#data")
@@ -194,7 +206,8 @@ def test_training_overrides_as_monailabel_applies_them(bundle, tmp_path, request
                 p = ConfigParser(dict(parser.config))
                 p[f"{key}#data"] = overrides.get(f"{key}#data", [])
                 p.get_parsed_content(f"{key}#data")
-    assert str(parser.get_parsed_content("device")) == "cpu"
+    if report["device"] is None:
+        assert str(parser.get_parsed_content("device")) == "cpu"
 
 
 def test_write_dataset_folder(tmp_path, tiny_brain_dataset):
