@@ -10,7 +10,15 @@ from typing import Any
 import torch
 from monai.data import CacheDataset, DataLoader, DistributedSampler
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
-from monai.handlers import CheckpointLoader, MeanDice, MeanIoUHandler, MetricsSaver, StatsHandler, from_engine
+from monai.handlers import (
+    CheckpointLoader,
+    LrScheduleHandler,
+    MeanDice,
+    MeanIoUHandler,
+    MetricsSaver,
+    StatsHandler,
+    from_engine,
+)
 from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
 from monai.losses import DiceCELoss
 from monai.transforms import AsDiscreted, Compose, RandSpatialCropd, SpatialPadd
@@ -46,6 +54,11 @@ def choose(choices: Mapping[str, Any], name: str, key: str) -> Any:
 def _is_rank0() -> bool:
     dist = torch.distributed
     return not (dist.is_available() and dist.is_initialized() and dist.get_rank() > 0)
+
+
+def _plain_module(network: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a ``DistributedDataParallel`` wrapper (whose forward would wait for the other ranks)."""
+    return network.module if isinstance(network, torch.nn.parallel.DistributedDataParallel) else network
 
 
 def _image_meta(batch: Sequence[Mapping]) -> list:
@@ -110,9 +123,12 @@ class SegmenterRecipe:
         save_best: also keep ``model_best.pt``, the weights at the best ``dice`` of the evaluations (which run on
             ``test_data``, so the choice is made on the scored data; ``model.pt`` stays the final state).
         handlers: more training handlers (e.g. :py:class:`~monai_wsss.handlers.RunSummary`), attached first.
+        lr_scheduler: stepped every iteration (MONAI ``LrScheduleHandler``) and kept in the resumable checkpoints,
+            e.g. the poly decay of the OCR paper; None keeps the learning rate constant.
         distributed: training under ``torchrun``: each rank draws its share of ``train_data`` through MONAI's
             ``DistributedSampler`` (``network`` is then the ``DistributedDataParallel`` wrapper; checkpoints hold the
-            plain module's weights); evaluation, figures and checkpoints on rank 0 only.
+            plain module's weights); every rank evaluates the whole held-out list with the plain module (MONAI's
+            metrics gather across ranks), figures, overlays and checkpoints are written on rank 0 only.
 
     Raises:
         ValueError: ``num_classes`` < 2, ``num_epochs``, ``epoch_length`` or ``batch_size`` < 1, or an empty
@@ -150,6 +166,7 @@ class SegmenterRecipe:
         save_best: bool = False,
         handlers: Sequence[Any] = (),
         distributed: bool = False,
+        lr_scheduler: Any = None,
     ) -> None:
         if num_classes < 2:
             raise ValueError(f"`num_classes` must count background and at least one class, got {num_classes}.")
@@ -183,6 +200,7 @@ class SegmenterRecipe:
         self.save_overlays, self.stream_name = save_overlays, stream_name
         self.n_saved, self.save_best = int(n_saved), bool(save_best)
         self.handlers, self.distributed = list(handlers), bool(distributed)
+        self.lr_scheduler = lr_scheduler
         self.logger = logging.getLogger(__name__)
 
     # ----------------------------------------------------------------------------------------------- training
@@ -209,14 +227,22 @@ class SegmenterRecipe:
     def train_handlers(self) -> list:
         """Resume, evaluation, progress bar, learning curve, checkpoints (the writers on rank 0 only)."""
         state = {"model": self.network, "optimizer": self.optimizer}
+        if self.lr_scheduler is not None:
+            state["lr_scheduler"] = self.lr_scheduler
         handlers: list[Any] = self.handlers + [
             ResumeCheckpointLoader(
                 self.ckpt_dir, state, load_engine_as="trainer", enabled=self.resume, map_location=self.device
             )
         ]
+        if self.lr_scheduler is not None:
+            handlers.append(LrScheduleHandler(self.lr_scheduler, print_lr=False, epoch_level=False))
+        # every rank evaluates the whole held-out list with the plain module: MONAI's metrics gather their buffers
+        # across ranks (duplicates leave the means unchanged), and only rank 0 writes
+        handlers.append(
+            OptionalValidationHandler(validator=self.evaluator, interval=self.val_interval, epoch_level=True)
+        )
         if _is_rank0():
             handlers += [
-                OptionalValidationHandler(validator=self.evaluator, interval=self.val_interval, epoch_level=True),
                 ProgressBar(output_keys=["loss"]),
                 LearningCurveWriter(self.output_dir, output_keys=["loss"]),
                 AtomicCheckpointSaver(
@@ -290,9 +316,10 @@ class SegmenterRecipe:
             self.test_data, Compose(self.preprocessing), cache_rate=1.0, num_workers=self.num_workers
         )
         loader = DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
+        network = _plain_module(self.network)
         handlers: list[Any] = []
         if ckpt_path is not None:
-            load = {"model": self.network}
+            load = {"model": network}
             handlers.append(CheckpointLoader(load_path=ckpt_path, load_dict=load, map_location=self.device))
         details = "*" if metric_details else None
         handlers += [
@@ -305,14 +332,14 @@ class SegmenterRecipe:
                 summary_ops="*" if metric_details else None,
             ),
         ]
-        if self.save_overlays if save_overlays is None else save_overlays:
+        if (self.save_overlays if save_overlays is None else save_overlays) and _is_rank0():
             handlers.append(OverlayPNGSaver(output_dir, mask_keys=["label", "pred"]))
         post = AsDiscreted(keys=["pred", "label"], argmax=[True, False], to_onehot=self.num_classes)
         key, extra = self.metrics()
         return SupervisedEvaluator(
             device=self.device,
             val_data_loader=loader,
-            network=self.network,
+            network=network,
             inferer=self.inferer(),
             postprocessing=post,
             key_val_metric=key,
@@ -328,7 +355,7 @@ class SegmenterRecipe:
         if self.save_best and _is_rank0():
             AtomicCheckpointSaver(
                 self.ckpt_dir,
-                {"model": self.network},
+                {"model": _plain_module(self.network)},
                 save_key_metric=True,
                 key_metric_filename="model_best.pt",
                 key_metric_n_saved=1,

@@ -36,6 +36,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -263,20 +264,21 @@ def build_mni152_tissue_dataset(
     return out_dir
 
 
-def build_mni152_tissue_slices_dataset(out_dir: str) -> str:
+def build_mni152_tissue_slices_dataset(out_dir: str, **kwargs: Any) -> str:
     """
     Build the 2D grey / white matter set of the supervised segmenter in ``out_dir``: every axial slice of the
     labelled and of the test slabs of :py:func:`build_mni152_tissue_dataset` as its own 2D NIfTI image and label
     (labels 0 = background and CSF, 1 = grey matter, 2 = white matter; slices without brain are left out),
     ``training`` from the labelled slabs and
     ``test`` from the test slabs, so no test slice is a neighbour of a training slice (slabs are separated by a
-    discarded slice). The unlabelled slabs are not used.
+    discarded slice). The unlabelled slabs are not used. ``kwargs``: arguments of
+    :py:func:`build_mni152_tissue_dataset` (``spacing``, ``slab_slices``, ``slab_gap``).
     """
     import SimpleITK as sitk
 
     slabs = tempfile.mkdtemp(prefix=".slabs-", dir=out_dir)
     try:
-        build_mni152_tissue_dataset(slabs)
+        build_mni152_tissue_dataset(slabs, **kwargs)
         with open(os.path.join(slabs, "dataset.json")) as f:
             meta = json.load(f)
         for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
