@@ -45,7 +45,7 @@ def _tiny_unet(image_channels: int = 1, num_classes: int = 2) -> UNet:
 def test_segment_then_evaluate_reports_the_same_metrics(tmp_path, small_tagged):
     """evaluate.json reloads the segmenter that segment.json saved and scores it on the same real test masks."""
     tmp = str(tmp_path)
-    unet = {f"segment::network_def::{k}": v for k, v in TINY_UNET.items()}
+    unet = {f"segment::networks::plain::{k}": v for k, v in TINY_UNET.items()}
     trained = _run(_workflow(["segment.json"], "train", tmp, dataset_dir=small_tagged, **unet, **SEGMENT))
     during_training = trained.parser.get_parsed_content("segment::evaluator").state.metrics
     name = os.path.basename(small_tagged)

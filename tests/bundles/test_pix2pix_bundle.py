@@ -27,8 +27,8 @@ SMALL = {
     "generator_channels": [8, 16, 32],
     "discriminator_channels": 8,
     "batch_size": 2,
-    "segment::network_def::channels": [4, 8, 16],
-    "segment::network_def::strides": [2, 2],
+    "segment::networks::plain::channels": [4, 8, 16],
+    "segment::networks::plain::strides": [2, 2],
     "segment::batch_size": 2,
 }
 
