@@ -192,6 +192,7 @@ class PretrainedWeightsLoader:
 
     Attributes:
         report: what :py:func:`load_pretrained_weights` returned (``None`` when skipped or disabled).
+        skipped_for: the checkpoint the run resumes from when loading was skipped, else ``None``.
 
     Raises:
         SettingsError: at attach, see :py:func:`load_pretrained_weights`.
@@ -214,6 +215,7 @@ class PretrainedWeightsLoader:
         self.ckpt_dir, self.resume, self.pattern = ckpt_dir, bool(resume), pattern
         self.logger = logging.getLogger(name or __name__)
         self.report: dict[str, list[str]] | None = None
+        self.skipped_for: str | None = None
 
     def attach(self, engine=None) -> None:
         if self.path is None or str(self.path) == "":
@@ -221,6 +223,7 @@ class PretrainedWeightsLoader:
         if self.resume and self.ckpt_dir is not None:
             found = [f for f in glob.glob(os.path.join(self.ckpt_dir, self.pattern)) if os.path.isfile(f)]
             if found:
+                self.skipped_for = max(found, key=os.path.getmtime)
                 self.logger.info(
                     f"Pretrained weights {self.path} not loaded: the run resumes from a checkpoint in {self.ckpt_dir}."
                 )
