@@ -20,7 +20,7 @@ from typing import Any
 
 from monai_wsss.errors import SettingsError
 
-__all__ = ["POSITIVE_INTS", "as_switch", "check_command_line", "check_setting", "config_ids"]
+__all__ = ["POSITIVE_INTS", "as_switch", "check_command_line", "check_setting", "config_ids", "refuse"]
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
@@ -227,3 +227,15 @@ def check_command_line(argv: Sequence[str] | None = None) -> None:
                 hint=f"did you mean --{near[0]}?" if near else "check the key's spelling in the bundle's configs.",
             )
         check_setting(key, value, known.get(key))
+
+
+def refuse(setting: str, problem: str, hint: str | None = None) -> None:
+    """
+    Stop a run that a bundle cannot do, with one clear message: the ``initialize`` of a config that exists for the
+    model-zoo layout but whose workflow does not apply (e.g. a ``multi_gpu_train.json`` of a loop that runs in one
+    process).
+
+    Raises:
+        SettingsError: always, naming ``setting`` (a config file or key), the problem and what to do.
+    """
+    raise SettingsError(problem, file=setting, hint=hint)

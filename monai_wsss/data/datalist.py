@@ -319,9 +319,11 @@ def list_images(
     validate: bool = True,
     spatial_dims: int | None = None,
     channels: int | None = None,
+    image_key: str = "image",
 ) -> list[str]:
     """
-    Image paths to run inference on: the images of list ``key`` of ``dataset_dir/datalist`` when that list exists;
+    Image paths to run inference on: the ``image_key`` files (default the images; ``"label"`` for a network that
+    takes masks, such as a mask-to-image generator) of list ``key`` of ``dataset_dir/datalist`` when that list exists;
     otherwise every image file (NIfTI, NRRD, MHA, DICOM) directly inside ``dataset_dir``, sorted. With
     ``validate`` (default), every image is checked as a training image is (:py:func:`validate_images`: it exists,
     is sound to its last byte, readable, finite, and has ``spatial_dims`` / ``channels`` when given) and a list
@@ -338,9 +340,9 @@ def list_images(
     if os.path.isfile(path):
         path, meta = read_datalist(dataset_dir, datalist)
         if meta.get(key):
-            items = _read_list(path, key, dataset_dir)
-            check_duplicates(path, {key: items})
-            files = [d["image"] for d in items]
+            items = [d for d in _read_list(path, key, dataset_dir) if d.get(image_key)]
+            check_duplicates(path, {key: items}, image_key=image_key)
+            files = [d[image_key] for d in items]
     if not files:
         files = sorted(
             os.path.join(dataset_dir, f) for f in os.listdir(dataset_dir) if f.lower().endswith(IMAGE_SUFFIXES)
