@@ -54,9 +54,18 @@ def test_standard_files(bundle):
         assert "## Model-zoo verification" in f.read(), f"{bundle}: docs do not state the zoo verification"
 
 
-def test_advcam_train_json_is_the_classifier_training():
+def test_advcam_train_json_trains_the_inference_network():
+    """train.json is segment.json (one file), whose segmenter is the network inference.json serves."""
     configs = os.path.join(REPO, "bundles", "advcam_weakly_supervised_seg", "configs")
-    assert os.path.samefile(os.path.join(configs, "train.json"), os.path.join(configs, "train_classifier.json"))
+    assert os.path.samefile(os.path.join(configs, "train.json"), os.path.join(configs, "segment.json"))
+    train, infer = ConfigParser(), ConfigParser()
+    train.read_config(os.path.join(configs, "train.json"))
+    train.update({"num_classes": 2, "image_channels": 1, "device": "cpu"})  # inference.json's defaults, no data read
+    infer.read_config(os.path.join(configs, "inference.json"))
+    torch.manual_seed(0)
+    trained = train.get_parsed_content("segment::network")
+    net = infer.get_parsed_content("network_def")
+    net.load_state_dict(trained.state_dict(), strict=True)  # the weights segment.json saves load into inference
 
 
 def test_active_learning_multi_gpu_is_a_clear_refusal():
