@@ -13,6 +13,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
 from ..errors import SettingsError
+from ..settings import as_switch
 from ..utils import atomic_write_torch
 
 __all__ = [
@@ -212,7 +213,7 @@ class PretrainedWeightsLoader:
     ) -> None:
         self.path, self.network = path, network
         self.prefix, self.strip_prefix, self.map_location = prefix, strip_prefix, map_location
-        self.ckpt_dir, self.resume, self.pattern = ckpt_dir, bool(resume), pattern
+        self.ckpt_dir, self.resume, self.pattern = ckpt_dir, as_switch(resume, "resume"), pattern  # "false" too
         self.logger = logging.getLogger(name or __name__)
         self.report: dict[str, list[str]] | None = None
         self.skipped_for: str | None = None
