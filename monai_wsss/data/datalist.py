@@ -38,19 +38,25 @@ def _read_list(path: str, key: str, base_dir: str) -> list[dict]:
 
 
 def check_duplicates(
-    path: str, lists: dict[str, Sequence[dict]], image_key: str = "image", held_out: str = "test"
+    path: str,
+    lists: dict[str, Sequence[dict]],
+    image_key: str = "image",
+    held_out: str = "test",
+    may_share: Sequence[str] = ("validation",),
 ) -> None:
     """
     Refuse a datalist in which one image (same real path) appears twice in one list, or appears in the
-    ``held_out`` list (``test``) and in another list: a test case that is also trained or validated on makes every
-    test score optimistic. (A validation case that is also a training case is allowed: it only makes the
-    validation curve optimistic, and some setups do it on purpose.)
+    ``held_out`` list (``test``) and in a training list: a test case that is also trained on makes every test
+    score optimistic. The ``may_share`` lists (``validation``) may hold training or test cases: a validation list
+    drawn from them only makes the validation curve or the model selection optimistic, and some setups do it on
+    purpose.
 
     Args:
         path: the datalist file, named in the error.
         lists: list name -> items (with absolute ``image_key`` paths).
         image_key: key of the image path in each item.
-        held_out: the list that must share no image with the others.
+        held_out: the list that must share no image with the training lists.
+        may_share: lists exempt from the overlap check (repeats inside them are still refused).
 
     Raises:
         DatasetError: one line per repeated image, naming it and the lists that hold it.
@@ -63,17 +69,16 @@ def check_duplicates(
                 where.setdefault(os.path.realpath(image), []).append(name)
     problems = []
     for image, names in where.items():
-        if len(names) == len(set(names)) and not (held_out in names and len(names) > 1):
+        trained = set(names) - {held_out} - set(may_share)
+        overlap = held_out in names and bool(trained)
+        if len(names) == len(set(names)) and not overlap:
             continue
-        both = f": a case in both {', '.join(sorted(set(names) - {held_out}))} and {held_out}"
-        problems.append(
-            f"{image}: listed {len(names)} times ({', '.join(repr(n) for n in names)})"
-            + (both if held_out in names and len(set(names)) > 1 else "")
-        )
+        both = f": a case in both {', '.join(sorted(trained))} and {held_out}" if overlap else ""
+        problems.append(f"{image}: listed {len(names)} times ({', '.join(repr(n) for n in names)})" + both)
     if problems:
         raise DatasetError(
             f"{path}: {len(problems)} repeated case(s):\n  " + "\n  ".join(problems),
-            hint=f"list each case once, and keep {held_out} cases out of the other lists.",
+            hint=f"list each case once, and keep {held_out} cases out of the training lists.",
         )
 
 

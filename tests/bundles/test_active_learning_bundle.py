@@ -256,7 +256,8 @@ def test_the_loop_receives_the_engine_inferer_and_strategy_of_the_config():
         assert old not in config
     loop = config["loop"]
     assert loop["trainer"] == "@train::trainer" and loop["inferer"] == "@inferer" and loop["strategy"] == "@strategy"
-    assert loop["divisible_by"] == "@divisible_by" and loop["warm_start"] == "@warm_start"
+    assert loop["divisible_by"] == "@divisible_by"
+    assert loop["warm_start"] == "$monai_wsss.settings.as_switch(@warm_start, 'warm_start')"  # true/false any case
     trainer = config["train"]["trainer"]
     assert trainer["max_epochs"] == "@num_epochs" and trainer["epoch_length"] == "@epoch_length"
     assert config["inferer"]["roi_size"] == "@roi_size"

@@ -262,7 +262,20 @@ def test_case_in_training_and_test_is_refused(tmp_path):
         f"{d}/dataset.json: 1 repeated case(s):\n  {d}/a.nii.gz: listed 2 times ('training', 'test'): a case in "
         "both training and test"
     )
-    assert err.value.hint == "list each case once, and keep test cases out of the other lists."
+    assert err.value.hint == "list each case once, and keep test cases out of the training lists."
+
+
+def test_validation_may_share_cases_but_test_may_not(tmp_path):
+    case = {"image": "a.nii.gz", "label": "a_l.nii.gz"}
+    d = _folder(tmp_path, training=[case, {"image": "b.nii.gz"}], validation=[case], test=[{"image": "c.nii.gz"}])
+    assert load_semisupervised_datalist(d)["validation"][0]["image"] == f"{d}/a.nii.gz"
+    meta = json.loads((tmp_path / "dataset.json").read_text())
+    meta["test"] = [case]
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(
+        DatasetError, match=r"listed 3 times \('training', 'validation', 'test'\): a case in both train"
+    ):
+        load_semisupervised_datalist(d)
 
 
 def test_duplicated_case_is_refused(tmp_path):
