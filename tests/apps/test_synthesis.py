@@ -42,6 +42,9 @@ def test_synthesised_dataset_is_valid_and_trains_a_bundle_datalist(tmp_path):
     real = [{"image": str(tmp_path / "real.png"), "label": str(tmp_path / "real_mask.png")}]
     atomic_write_image(real[0]["image"], np.zeros((3, 32, 32), np.uint8))
     atomic_write_image(real[0]["label"], np.ones((1, 32, 32), np.uint8))
+    test = [{"image": str(tmp_path / "test.png"), "label": str(tmp_path / "test_mask.png")}]  # a case in training
+    atomic_write_image(test[0]["image"], np.zeros((3, 32, 32), np.uint8))  # and test is refused by the data layer
+    atomic_write_image(test[0]["label"], np.ones((1, 32, 32), np.uint8))
     out = PairSynthesizer(
         _generator(),
         _masks(),
@@ -50,7 +53,7 @@ def test_synthesised_dataset_is_valid_and_trains_a_bundle_datalist(tmp_path):
         label_names=LABELS,
         batch_size=2,
         real_items=real,
-        test_items=real,
+        test_items=test,
         grid_path=str(tmp_path / "grid.png"),
     ).run()
     meta = json.load(open(os.path.join(out, "dataset.json")))
