@@ -23,6 +23,7 @@ from .describe import describe_dataset
 from .loaders import MultiStreamLoader, TwoStreamLoader, subset_loaders
 from .microscopy import NUCLEI_DATASET, build_nuclei_tiles_dataset
 from .schedule import run_length
+from .slice_tags import build_slice_tag_dataset, tag_classes
 from .tagging import TAGGED_NUCLEI_DATASET, build_tagged_nuclei_dataset, load_tagged_datalist, parse_class_labels
 from .validation import (
     GZIP_MAX_RATIO,
@@ -48,6 +49,7 @@ __all__ = [
     "build_mni152_tissue_dataset",
     "build_mni152_tissue_slices_dataset",
     "build_nuclei_tiles_dataset",
+    "build_slice_tag_dataset",
     "build_tagged_nuclei_dataset",
     "check_dicom_series",
     "check_duplicates",
@@ -63,6 +65,7 @@ __all__ = [
     "parse_class_labels",
     "partition_labeled",
     "run_length",
+    "tag_classes",
     "split_labeled_unlabeled",
     "subset_loaders",
     "validate_case",
