@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bundle_segments", "run_inference", "ActiveLearningSession", "main"]
+__all__ = ["bundle_segments", "run_inference", "strategy_config", "ActiveLearningSession", "main"]
 
 PENDING = "pending_query.json"
 
@@ -135,6 +135,25 @@ def run_inference(bundle: str, image: str, output: str, device: str = "cpu") -> 
     return result
 
 
+def strategy_config(name: str, keys) -> dict:
+    """The config component of a library query strategy (a name of
+    :py:data:`monai_wsss.apps.active_learning.STRATEGIES`) wired to the bundle's own keys of the same names
+    (``geometric_weight``, ``plane_radius``, ...) where ``keys`` (a ``ConfigParser`` or a set of ids) has them.
+
+    Raises:
+        ValueError: an unknown strategy name.
+    """
+    import inspect
+
+    from monai_wsss.apps.active_learning import STRATEGIES
+
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}.")
+    cls = STRATEGIES[name]
+    args = [a for a in inspect.signature(cls.__init__).parameters if a not in ("self", "name")]
+    return {"_target_": f"{cls.__module__}.{cls.__name__}", **{a: f"@{a}" for a in args if a in keys}}
+
+
 class _Recorder:
     """Delegates to a query strategy and remembers the case it selected and the fields of its last proposal."""
 
@@ -224,8 +243,6 @@ class ActiveLearningSession:
         import torch
         from monai.bundle import ConfigParser
 
-        from monai_wsss.apps.active_learning import STRATEGIES
-
         parser = ConfigParser()
         parser.read_config(self.config)
         parser.read_meta(_config(self.bundle, "metadata.json"))
@@ -239,8 +256,7 @@ class ActiveLearningSession:
             **self.overrides,
         }
         if self.strategy is not None:
-            cls = STRATEGIES[self.strategy]
-            values["strategy"] = {"_target_": f"{cls.__module__}.{cls.__name__}"}
+            values["strategy"] = strategy_config(self.strategy, parser)
         for key, value in values.items():
             parser[key] = value
         parser.get_parsed_content("initialize")

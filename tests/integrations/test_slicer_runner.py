@@ -16,7 +16,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from monai_wsss.apps.slicer import ActiveLearningSession, bundle_segments, main
+from monai_wsss.apps.slicer import ActiveLearningSession, bundle_segments, main, strategy_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUNDLES = os.path.join(REPO, "bundles")
@@ -146,3 +146,16 @@ def test_session_rejects_unknown_strategy_and_missing_folder(tmp_path, tiny_tiss
         ActiveLearningSession(AL, tiny_tissue_dataset, str(tmp_path), strategy="best")
     with pytest.raises(FileNotFoundError, match="dataset.json"):
         ActiveLearningSession(AL, str(tmp_path), str(tmp_path))
+
+
+def test_strategy_config_wires_the_bundle_keys():
+    keys = {"plane_radius", "plane_angles", "geometric_weight", "num_epochs"}
+    assert strategy_config("geometric_plane", keys) == {
+        "_target_": "monai_wsss.active.strategies.GeometricPlaneStrategy",
+        "plane_radius": "@plane_radius",
+        "plane_angles": "@plane_angles",
+        "geometric_weight": "@geometric_weight",
+    }
+    assert strategy_config("entropy", keys) == {"_target_": "monai_wsss.active.strategies.EntropyStrategy"}
+    with pytest.raises(ValueError, match="unknown strategy 'best'"):
+        strategy_config("best", keys)
