@@ -11,7 +11,7 @@ BUNDLE := bundles/dtc_semisupervised_seg
 DEBIAN_DATA := mricron-data insighttoolkit5-examples
 BUNDLE_ARGS = --meta_file configs/metadata.json --bundle_root $(CURDIR)/$(BUNDLE)
 
-.PHONY: setup data-extras demo test lint clean monailabel
+.PHONY: setup data-extras demo test lint clean monailabel test-monailabel
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,11 @@ $(MONAILABEL_VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 monailabel: $(MONAILABEL_VENV)/.installed
+
+# The MONAI Label tests against the real server (make test skips the server test when $(MONAILABEL_VENV) is absent).
+test-monailabel: setup monailabel
+	OMP_NUM_THREADS=2 MONAILABEL_PYTHON=$(abspath $(MONAILABEL_VENV))/bin/python $(PY) -m pytest -q \
+	    tests/integrations/test_monailabel_contract.py tests/integrations/test_monailabel_server.py
 
 clean:
 	rm -rf $(VENV) $(MONAILABEL_VENV) $(BUNDLE)/models $(BUNDLE)/eval $(BUNDLE)/outputs
