@@ -1,7 +1,8 @@
 """Attribution algorithms for weakly supervised segmentation: per-sample CAM / Grad-CAM, AdvCAM, PRM and PRM instance
 retrieval, and the seed methods built on them (the ``SeedMethod`` protocol: ``CAMSeeds``, ``AdvCAMSeeds``,
-``PRMSeeds``). The classifier they explain (``CAMClassifier``) is in :py:mod:`monai_wsss.networks`, seeds to
-pseudo-labels (``SeedsToPseudoLabel``) in :py:mod:`monai_wsss.transforms`."""
+``PRMSeeds``, ``GroupwiseSeeds``; ``MCOFSeeds`` runs rounds and lives in :py:mod:`monai_wsss.apps`). The classifier
+they explain (``CAMClassifier``) is in :py:mod:`monai_wsss.networks`, seeds to pseudo-labels (``SeedsToPseudoLabel``)
+in :py:mod:`monai_wsss.transforms`."""
 
 from .advcam import AdvCAM, advcam_reference
 from .cam import PerSampleCAM, PerSampleGradCAM, PerSampleModelWithHooks, max_normalizer, per_sample_class_index
@@ -14,7 +15,16 @@ from .instances import (
     superpixel_proposals,
 )
 from .prm import PeakResponseMapping, PeakStimulation, PeakStimulationFunction, find_peaks
-from .seeds import AdvCAMSeeds, CAMSeeds, PRMSeeds, SeedMethod, check_tags, masked_max_normalise, resize_maps
+from .seeds import (
+    AdvCAMSeeds,
+    CAMSeeds,
+    GroupwiseSeeds,
+    PRMSeeds,
+    SeedMethod,
+    check_tags,
+    masked_max_normalise,
+    resize_maps,
+)
 
 __all__ = [
     "AdvCAM",
@@ -38,6 +48,7 @@ __all__ = [
     "CAMSeeds",
     "AdvCAMSeeds",
     "PRMSeeds",
+    "GroupwiseSeeds",
     "check_tags",
     "masked_max_normalise",
     "resize_maps",

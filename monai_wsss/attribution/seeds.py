@@ -17,12 +17,24 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.group_sampler import build_groups
+from ..handlers.checkpoint import load_model_weights
+from ..handlers.map_accumulator import image_key, load_accumulated_maps
 from .advcam import AdvCAM
 from .cam import PerSampleCAM, max_normalizer
 from .instances import PeakInstanceRetrieval, instances_to_maps
 from .prm import PeakResponseMapping
 
-__all__ = ["SeedMethod", "CAMSeeds", "AdvCAMSeeds", "PRMSeeds", "check_tags", "masked_max_normalise", "resize_maps"]
+__all__ = [
+    "SeedMethod",
+    "CAMSeeds",
+    "AdvCAMSeeds",
+    "PRMSeeds",
+    "GroupwiseSeeds",
+    "check_tags",
+    "masked_max_normalise",
+    "resize_maps",
+]
 
 _INTERP = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
@@ -206,4 +218,114 @@ class PRMSeeds:
                 out[b] = instances_to_maps(inst, tags.shape[1], spatial).to(out)
             else:
                 out[b].index_add_(0, res["peaks"][:, 0], maps)
+        return masked_max_normalise(out, tags).detach()
+
+
+class GroupwiseSeeds:
+    """
+    Group-wise semantic mining seeds: the class maps of a trained
+    :py:class:`~monai_wsss.networks.GroupwiseClassifier`, ``relu((pre_maps + post_maps) / 2)`` as the reference
+    accumulates them. For an image whose maps were accumulated online during training
+    (:py:class:`~monai_wsss.handlers.OnlineMapAccumulator`, file ``maps``; found by the image's content,
+    :py:func:`~monai_wsss.handlers.image_key`) those maps are used; any other image is put in a group with
+    ``group_size - 1`` images of the same call (:py:func:`~monai_wsss.data.build_groups`: same tag set, else a shared
+    class, else copies of itself) and the graph's maps are computed in eval mode (no graph dropout). Maps are
+    resized to the image size, rectified, zeroed for absent classes and divided by their maximum. N-D.
+
+        Li, X., Zhou, T., Li, J., Zhou, Y., Zhang, Z. (2021) Group-Wise Semantic Mining for Weakly Supervised
+        Semantic Segmentation. AAAI 2021, https://arxiv.org/abs/2012.05007
+
+    The reference's pseudo-labels also fuse saliency maps (DSS) and a dense CRF; neither exists here: the seeds are
+    the maps alone, thresholded by the pseudo-label writer like every other method.
+
+    Args:
+        network: the group-wise network (weights loaded, or loaded from ``checkpoint`` on the first call).
+        maps: the accumulated maps file (or the loaded dict of :py:func:`~monai_wsss.handlers.load_accumulated_maps`);
+            ``None`` computes every image's maps. A path is read on the first call.
+        checkpoint: ``model.pt`` of the group-wise training, loaded into ``network`` on the first call (so a bundle
+            can list this method without having trained it); ``None``: ``network`` is ready.
+        map_location: where the checkpoint is loaded.
+        groups_per_call: groups per forward pass when maps are computed.
+        name: short name of the method. Defaults to ``"groupwise"``.
+    """
+
+    title = "group-wise"
+
+    def __init__(
+        self,
+        network: nn.Module,
+        maps: str | Mapping | None = None,
+        checkpoint: str | None = None,
+        map_location: str | torch.device = "cpu",
+        groups_per_call: int = 8,
+        name: str = "groupwise",
+    ) -> None:
+        self.network = network
+        self._maps_source = maps
+        self._accumulated: Mapping | None = None
+        self.checkpoint, self.map_location = checkpoint, map_location
+        self.groups_per_call = int(groups_per_call)
+        self.name = name
+        self.counts = {"accumulated": 0, "computed": 0}
+        self._ready = checkpoint is None
+
+    @property
+    def info(self) -> Mapping[str, Any]:
+        """How many images were served from the accumulated maps and how many were computed."""
+        return {"groupwise_accumulated": self.counts["accumulated"], "groupwise_computed": self.counts["computed"]}
+
+    def _prepare(self) -> None:
+        if not self._ready:
+            load_model_weights(self.network, self.checkpoint, self.map_location)  # type: ignore[arg-type]
+            self._ready = True
+        if self._accumulated is None and self._maps_source is not None:
+            src = self._maps_source
+            self._accumulated = load_accumulated_maps(src) if isinstance(src, str) else dict(src)
+
+    def group_maps(self, images: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+        """``(B, K, *s)`` maps of every image in a group formed within the call (the image first), in eval mode."""
+        group_size = self.network.group_size
+        groups = build_groups(tags.detach().cpu().numpy(), group_size, seed=0, shuffle=False)
+        out = []
+        was_training = self.network.training
+        self.network.eval()
+        try:
+            with torch.no_grad():
+                for s in range(0, len(groups), self.groups_per_call):
+                    chunk = [i for g in groups[s : s + self.groups_per_call] for i in g]
+                    idx = torch.tensor(chunk, device=images.device)
+                    pred = self.network(images[idx])
+                    maps = (pred["pre_maps"] + pred["post_maps"]) / 2
+                    out.append(maps.view(-1, group_size, *maps.shape[1:])[:, 0])
+        finally:
+            self.network.train(was_training)
+        return torch.cat(out)
+
+    def __call__(self, images: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+        """
+        Raises:
+            ValueError: see :py:func:`check_tags`.
+            FileNotFoundError: ``checkpoint`` or ``maps`` does not exist.
+        """
+        check_tags(images, tags)
+        self._prepare()
+        spatial = tuple(images.shape[2:])
+        out = images.new_zeros((images.shape[0], tags.shape[1], *spatial))
+        todo = []
+        acc = self._accumulated or {}
+        for b in range(images.shape[0]):
+            if not bool((tags[b] > 0).any()):
+                continue
+            key = image_key(images[b]) if acc else None
+            present = acc.get("present", {}).get(key) if key else None
+            if present is not None and bool(present[tags[b].cpu() > 0].all()):
+                stored = acc["maps"][key][None].to(out)
+                out[b] = resize_maps(stored, spatial)[0]
+                self.counts["accumulated"] += 1
+            else:
+                todo.append(b)
+        if todo:
+            computed = self.group_maps(images, tags)[todo]
+            out[todo] = resize_maps(computed.to(out.dtype), spatial)
+            self.counts["computed"] += len(todo)
         return masked_max_normalise(out, tags).detach()

@@ -20,6 +20,7 @@ from .default_data import (
     default_dataset_dir,
 )
 from .describe import describe_dataset
+from .group_sampler import GroupSampler, build_groups, tag_sets
 from .loaders import MultiStreamLoader, TwoStreamLoader, subset_loaders
 from .microscopy import NUCLEI_DATASET, build_nuclei_tiles_dataset
 from .schedule import run_length
@@ -36,6 +37,9 @@ from .validation import (
 )
 
 __all__ = [
+    "GroupSampler",
+    "build_groups",
+    "tag_sets",
     "DEFAULT_DATASET",
     "DatasetError",
     "GZIP_MAX_RATIO",

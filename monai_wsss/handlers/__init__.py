@@ -11,12 +11,16 @@ from .checkpoint import (
 from .consistency_weight import ConsistencyWeightScheduler, sigmoid_rampup
 from .figures import LearningCurveWriter, OverlayPNGSaver, SynthesisGridSaver, save_image_grid, save_overlay_png
 from .lock import OutputFolderInUse, OutputFolderLock
+from .map_accumulator import OnlineMapAccumulator, image_key, load_accumulated_maps
 from .metrics import FeatureDistance, SpacingAwareMetricHandler, member_dice_metrics
 from .progress import ProgressBar
 from .run_info import RunSummary, quiet_optional_decoders
 from .validation import OptionalValidationHandler
 
 __all__ = [
+    "OnlineMapAccumulator",
+    "image_key",
+    "load_accumulated_maps",
     "AtomicCheckpointSaver",
     "ConsistencyWeightScheduler",
     "DurableDiskSaver",

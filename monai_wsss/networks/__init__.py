@@ -2,9 +2,14 @@
 
 from .nets import (
     CAMClassifier,
+    CoAttention,
+    ConvGRUCell,
     DualTaskNet,
     DualTaskVNet,
     FeatureEmbedding,
+    GraphDropout,
+    GroupGraph,
+    GroupwiseClassifier,
     LatentMaskGenerator,
     MaskToImageGenerator,
     MultiScaleFeatures,
@@ -26,6 +31,11 @@ from .utils import (
 )
 
 __all__ = [
+    "CoAttention",
+    "ConvGRUCell",
+    "GraphDropout",
+    "GroupGraph",
+    "GroupwiseClassifier",
     "CAMClassifier",
     "resnet_cam_classifier",
     "DualTaskNet",
