@@ -162,3 +162,17 @@ def test_wrong_pretrained_file_stops_the_dtc_run_naming_it(tmp_path, tiny_brain_
 
 def test_metadata_verifies():
     verify_metadata(meta_file=META, filepath=SCHEMA)
+
+
+def test_multi_gpu_config_on_two_cpu_ranks(tmp_path, tiny_brain_dataset):
+    from conftest import run_two_cpu_ranks
+
+    tmp = str(tmp_path)
+    args = ["--dataset_dir", tiny_brain_dataset, "--roi_size", "[32,32,32]", "--network_def#features", "4"]
+    args += ["--num_epochs", "1", "--epoch_length", "2", "--batch_size", "1"]
+    rank0, rank1 = run_two_cpu_ranks(
+        tmp, [f"{CONFIGS}/train.json", f"{CONFIGS}/multi_gpu_train.json"], META, BUNDLE, args
+    )
+    params = [k for k in rank0 if "running_" not in k and "num_batches" not in k]  # BN statistics stay per rank
+    assert rank0.keys() == rank1.keys() and all(torch.allclose(rank0[k], rank1[k]) for k in params)  # DDP
+    assert os.path.isfile(f"{tmp}/models_rank0/proxy.pt") and not os.path.exists(f"{tmp}/models_rank1/proxy.pt")
