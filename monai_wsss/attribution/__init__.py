@@ -23,6 +23,7 @@ from .seeds import (
     SeedMethod,
     check_tags,
     masked_max_normalise,
+    pick_methods,
     resize_maps,
 )
 
@@ -49,6 +50,7 @@ __all__ = [
     "AdvCAMSeeds",
     "PRMSeeds",
     "GroupwiseSeeds",
+    "pick_methods",
     "check_tags",
     "masked_max_normalise",
     "resize_maps",

@@ -31,6 +31,7 @@ __all__ = [
     "AdvCAMSeeds",
     "PRMSeeds",
     "GroupwiseSeeds",
+    "pick_methods",
     "check_tags",
     "masked_max_normalise",
     "resize_maps",
@@ -55,6 +56,21 @@ class SeedMethod(Protocol):
     name: str
 
     def __call__(self, images: torch.Tensor, tags: torch.Tensor) -> torch.Tensor: ...
+
+
+def pick_methods(methods: Mapping[str, Any], keys: Sequence[str]) -> list:
+    """
+    The seed methods of a bundle's menu named by ``keys`` (in order, each once), e.g. the panel's columns
+    (``seeds::panel`` plus ``seed_method``), so that methods that need their own training or run rounds (group-wise,
+    MCOF) join the panel only when they are the chosen method.
+
+    Raises:
+        ValueError: a key that is not in ``methods``.
+    """
+    unknown = [k for k in keys if k not in methods]
+    if unknown:
+        raise ValueError(f"seed methods {unknown} are not among the menu's methods {sorted(methods)}.")
+    return [methods[k] for k in dict.fromkeys(keys)]
 
 
 def check_tags(images: torch.Tensor, tags: torch.Tensor) -> None:

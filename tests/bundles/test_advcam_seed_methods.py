@@ -65,6 +65,8 @@ def test_the_built_in_seed_methods_are_components():
         "cam": "monai_wsss.attribution.CAMSeeds",
         "advcam": "monai_wsss.attribution.AdvCAMSeeds",
         "prm": "monai_wsss.attribution.PRMSeeds",
+        "groupwise": "monai_wsss.attribution.GroupwiseSeeds",
+        "mcof": "monai_wsss.apps.MCOFSeeds",
     }
     assert parser["seed_method"] == "advcam" and parser["advcam_steps"] == 8
     assert {CAMSeeds.title, AdvCAMSeeds.title, PRMSeeds.title} == {"CAM", "AdvCAM", "PRM"}
@@ -114,7 +116,7 @@ def test_a_toy_seed_method_registered_from_a_config_override(tmp_path, small_tag
     assert metrics["seed_fg_iou"] == pytest.approx(nucleus)
     assert list(metrics["fg_iou_by_threshold"].values()) == pytest.approx([nucleus] * 19)
 
-    # the panel shows the toy next to the built-in methods (all components of seeds::methods)
+    # the panel shows the toy next to the built-in methods (the `seeds::panel` components and the chosen one)
     panel = wf.parser.get_parsed_content("seeds::panel_methods")
     assert [m.name for m in panel] == ["cam", "advcam", "prm", "tags"]
     assert os.path.getsize(f"{tmp}/outputs/seeds_panel_tags.png") > 0
@@ -123,7 +125,7 @@ def test_a_toy_seed_method_registered_from_a_config_override(tmp_path, small_tag
 def test_an_unknown_seed_method_names_the_known_ones(tmp_path, small_tagged):
     parser = ConfigParser()
     parser.read_config(FILES)
-    parser.update(_overrides(parser, dataset_dir=small_tagged, bundle_root=str(tmp_path), seed_method="mcof"))
+    parser.update(_overrides(parser, dataset_dir=small_tagged, bundle_root=str(tmp_path), seed_method="gradcam"))
     _untrained_classifier(str(tmp_path), small_tagged)
     with pytest.raises(Exception) as info:
         parser.get_parsed_content("seeds::method")
@@ -131,4 +133,4 @@ def test_an_unknown_seed_method_names_the_known_ones(tmp_path, small_tagged):
     while e is not None:
         chain.append(str(e))
         e = e.__cause__ or e.__context__
-    assert any("mcof" in m and "cam" in m and "advcam" in m and "prm" in m for m in chain)
+    assert any("gradcam" in m and "cam" in m and "advcam" in m and "prm" in m for m in chain)
