@@ -18,7 +18,8 @@ written under the run folder):
   background / cytoplasm / nucleus coded 0 / 128 / 255): the 116 visible pairs sorted by name, every 5th one (23) held
   out as the test list, the other 93 for training; 2D, crops of 64 x 64, 150 iterations of 4.
 - ``la2018``: ``../shared/data/la2018`` (left atrium, 40 LGE-MRI volumes at 1.25 mm): the first 32 cases of its
-  ``dataset.json`` all labelled for training, the last 8 as test; 3D, crops of 48 x 48 x 32, 120 iterations of 2, a smaller BasicUNet.
+  ``dataset.json`` all labelled for training, the last 8 as test; 3D, crops of 48 x 48 x 32, 120 iterations of 2,
+  a smaller BasicUNet.
 
 Reported per dataset and arm: mean Dice over foreground classes and per class on the test list (MONAI ``MeanDice``),
 mean and sample standard deviation over seeds, seconds per training iteration (wall time of the trainer over its

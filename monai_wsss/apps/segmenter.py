@@ -197,9 +197,9 @@ class SegmenterRecipe:
         self.device = torch.device(device)
         self.resume, self.amp = as_switch(resume, "resume"), as_switch(amp, "amp")  # a command line passes "false"
         self.num_workers = int(num_workers)
-        self.save_overlays, self.stream_name = save_overlays, stream_name
-        self.n_saved, self.save_best = int(n_saved), bool(save_best)
-        self.handlers, self.distributed = list(handlers), bool(distributed)
+        self.save_overlays, self.stream_name = as_switch(save_overlays, "save_overlays"), stream_name
+        self.n_saved, self.save_best = int(n_saved), as_switch(save_best, "save_best")
+        self.handlers, self.distributed = list(handlers), as_switch(distributed, "distributed")
         self.lr_scheduler = lr_scheduler
         self.logger = logging.getLogger(__name__)
 
