@@ -50,14 +50,15 @@ class MCOFSeeds:
     3. top-down: a fresh segmenter (``network_def()``) trained on that folder by
        :py:class:`~monai_wsss.apps.SegmenterRecipe` (``segmenter`` holds its other arguments; checkpoints in
        ``ckpt_dir/round_<r>``, learning curve and test metrics in ``output_dir/round_<r>/segmenter``; scored on
-       ``test_items``, or on its own training folder when there is none), whose softmax on every training image
-       (``predict_preprocessing``, the image at its own size; resized to the seed size) gives the next seeds.
+       ``test_items``, or on its own training folder when there is none), whose prediction on every training image
+       (``predict_preprocessing``, the image at its own size; softmax resized to the seed size; by default its
+       segmentation mask, see ``prediction_maps``) gives the next seeds.
 
     ``output_dir/rounds.json`` (atomic, after every round) records per round the seed and region metrics, the
     region counts, the segmenter's test metrics and the seconds; ``final`` scores the last predictions. Called with
     images and tags, the object returns the last round's predictions (tagged classes only) for images of ``items``
     (found by content: the images must come from ``preprocessing``, as in the pseudo-label writer); other images
-    get the last segmenter's softmax on the given image. N-D as the parts are.
+    get the last segmenter's prediction on the given image. N-D as the parts are.
 
         Wang, X., You, S., Li, X., Ma, H. (2018) Weakly-Supervised Semantic Segmentation by Iteratively Mining
         Common Object Features. CVPR 2018, https://arxiv.org/abs/1806.04659
@@ -84,6 +85,9 @@ class MCOFSeeds:
         test_items: real test items (with masks) for the segmenters' scores.
         device: where everything runs.
         batch_size: images per seed-method / prediction call.
+        prediction_maps: how a segmenter's prediction becomes seeds: ``"mask"`` (default; the paper's segmentation
+            masks: one-hot of the argmax over background and the tagged classes) or ``"softmax"`` (the tagged
+            classes' probabilities; the pseudo-label writer divides each by its maximum, which widens them).
         name: short name of the method. Defaults to ``"mcof"``.
 
     Raises:
@@ -110,12 +114,16 @@ class MCOFSeeds:
         test_items: Sequence[Mapping] | None = None,
         device: str | torch.device = "cpu",
         batch_size: int = 32,
+        prediction_maps: str = "mask",
         name: str = "mcof",
     ) -> None:
         if not items:
             raise ValueError("MCOFSeeds: no tagged image to mine.")
         if num_rounds < 1:
             raise ValueError(f"`num_rounds` must be >= 1, got {num_rounds}.")
+        if prediction_maps not in ("mask", "softmax"):
+            raise ValueError(f"`prediction_maps` must be 'mask' or 'softmax', got {prediction_maps!r}.")
+        self.prediction_maps = prediction_maps
         self.items = [dict(i) for i in items]
         self.classes = list(classes)
         self.preprocessing, self.predict_preprocessing = preprocessing, predict_preprocessing
@@ -211,7 +219,17 @@ class MCOFSeeds:
         probs = self._predict(network, recipe, images)
         spatial = tuple(x.shape[2:])
         maps = torch.stack([resize_maps(p[None], spatial)[0] for p in probs])
-        return (maps * (tags > 0).float().view(*tags.shape, *[1] * len(spatial))).clamp(0, 1)
+        return self._as_seeds(maps, tags)
+
+    def _as_seeds(self, maps: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+        """Foreground softmax ``(B, K, *s)`` -> seeds: tagged classes only; ``"mask"``: one-hot of the argmax."""
+        mask = (tags > 0).to(maps.dtype).view(*tags.shape, *[1] * (maps.ndim - 2))
+        maps = (maps * mask).clamp(0, 1)
+        if self.prediction_maps == "softmax":
+            return maps
+        full = torch.cat([(1 - maps.sum(1, keepdim=True)).clamp_min(0), maps], 1)
+        label = full.argmax(1)
+        return torch.stack([(label == k + 1) for k in range(maps.shape[1])], 1).to(maps.dtype) * mask
 
     # ---------------------------------------------------------------------------------------------------- run
     def run(self) -> list[dict]:
@@ -278,6 +296,7 @@ class MCOFSeeds:
             net, recipe = self._last_network, self._last_recipe
             probs = self._predict(net, recipe, [images[b] for b in missing])  # type: ignore[arg-type]
             for b, p in zip(missing, probs, strict=True):
-                out[b] = resize_maps(p[None], tuple(images.shape[2:]))[0].to(images)
+                soft = resize_maps(p[None], tuple(images.shape[2:])).to(images)
+                out[b] = self._as_seeds(soft, tags[b : b + 1].to(images))[0]
         maps = torch.stack(out) * (tags > 0).to(images.dtype).view(*tags.shape, *[1] * (images.ndim - 2))
         return maps.clamp(0, 1).detach()
