@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "to_jsonable",
     "atomic_path",
     "default_file_mode",
     "output_root_dir",
@@ -227,3 +228,16 @@ def replace_directory(tmp: str, dest: str) -> None:
     os.rename(tmp, dest)
     if old:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def to_jsonable(value: Any) -> Any:
+    """``value`` with NumPy arrays and scalars (also inside dicts, lists, tuples) turned into plain Python for JSON."""
+    if isinstance(value, dict):
+        return {k: to_jsonable(x) for k, x in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(x) for x in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from ..utils import to_jsonable
+
 __all__ = ["bundle_segments", "run_inference", "strategy_config", "ActiveLearningSession", "main"]
 
 PENDING = "pending_query.json"
@@ -187,18 +189,6 @@ def _to_ras(plane: dict | None, affine: np.ndarray) -> dict | None:
     return {"center": [float(v) for v in center[:3]], "normal": [float(v) for v in normal]}
 
 
-def _jsonable(v):
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
-
-
 class ActiveLearningSession:
     """One person's active-learning session on a folder: the geometric active-learning bundle's loop with the file
     annotator, its state in ``work_dir`` (resumable: every command rebuilds the loop, which resumes from its files).
@@ -322,7 +312,7 @@ class ActiveLearningSession:
         import nibabel as nib
 
         voxels = int(np.asarray(nib.load(mask_path).dataobj).astype(bool).sum())
-        fields = _jsonable(recorder.fields)
+        fields = to_jsonable(recorder.fields)
         q = {
             "round": r,
             "strategy": loop.strategy.name,

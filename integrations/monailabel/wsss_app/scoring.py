@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from monai_wsss.active import QueryStrategy, available_regions
+from monai_wsss.utils import to_jsonable
 
 __all__ = ["image_score", "query_image"]
 
@@ -92,18 +93,6 @@ def query_image(
     done = np.zeros(regions.shape, dtype=bool) if annotated is None else np.asarray(annotated, dtype=bool)
     q = dict(strategy.propose(regions, done, scores, voxels_per_round, regions_per_round, rng))
     mask = np.asarray(q.pop("mask"), dtype=bool)
-    fields = {k: _jsonable(v) for k, v in q.items()}
+    fields = {k: to_jsonable(v) for k, v in q.items()}
     fields.update(voxels=int(mask.sum()), score=float(scores.max()), strategy=strategy.name)
     return mask, fields
-
-
-def _jsonable(v):
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
