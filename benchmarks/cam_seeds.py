@@ -1,6 +1,6 @@
 """
 Seeds of weakly supervised segmentation from image-level tags: CAM vs AdvCAM vs PRM, and the cost of batched AdvCAM.
-Run through the bundle ``bundles/advcam_weakly_supervised_seg`` itself (``train_classifier.json`` and
+Run through the bundle ``bundles/weakly_supervised_seg`` itself (``train_classifier.json`` and
 ``make_seeds.json`` with overrides, loaded exactly as ``python -m monai.bundle run`` loads them), so what is measured
 is what users run.
 
@@ -92,7 +92,7 @@ from _common import read_json, run_stage_process
 from monai_wsss.utils import atomic_write_json, atomic_write_torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUNDLE = os.path.join(REPO, "bundles", "advcam_weakly_supervised_seg")
+BUNDLE = os.path.join(REPO, "bundles", "weakly_supervised_seg")
 CONFIGS = os.path.join(BUNDLE, "configs")
 DATASETS = ("default", "blood_smear")
 METHODS = ("cam", "advcam", "prm", "prm_maps")

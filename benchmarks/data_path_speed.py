@@ -47,7 +47,7 @@ from monai_wsss.utils import atomic_write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DTC = os.path.join(REPO, "bundles", "dtc_semisupervised_seg")
-ADVCAM = os.path.join(REPO, "bundles", "advcam_weakly_supervised_seg")
+ADVCAM = os.path.join(REPO, "bundles", "weakly_supervised_seg")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -118,7 +118,7 @@ def test_every_bundle_config_follows_the_vocabulary():
 
 SEGMENT_CONFIGS = [
     os.path.join(REPO, "bundles", b, "configs", "segment.json")
-    for b in ("advcam_weakly_supervised_seg", "pix2pix_microscopy_synthesis")
+    for b in ("weakly_supervised_seg", "pix2pix_microscopy_synthesis")
 ]
 
 

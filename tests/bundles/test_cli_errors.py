@@ -169,7 +169,7 @@ def test_command_line_check_runs_only_under_the_bundle_cli():
         check_command_line([main, "run", "--config_file", cfg, "--train::trainer::max_epoch", "2"])
     assert err.value.file == "--train::trainer::max_epoch"
     assert err.value.hint == "did you mean --train::trainer::max_epochs?"
-    advcam = os.path.join(REPO, "bundles", "advcam_weakly_supervised_seg", "configs")
+    advcam = os.path.join(REPO, "bundles", "weakly_supervised_seg", "configs")
     seeds = [f"{advcam}/train_classifier.json", f"{advcam}/make_seeds.json"]
     check_command_line([main, "run", "--config_file", str(seeds), "--seeds::methods::mine", "{}"])  # a new entry
 
@@ -189,7 +189,7 @@ def test_resume_false_from_a_command_line_disables_resuming():
 
 def test_every_bundle_config_installs_the_hook_and_checks_first():
     bundles = [
-        "advcam_weakly_supervised_seg",
+        "weakly_supervised_seg",
         "cotraining_semisupervised_seg",
         "dtc_semisupervised_seg",
         "geometric_active_learning",

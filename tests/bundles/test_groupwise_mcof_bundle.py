@@ -1,4 +1,4 @@
-"""The group-wise and MCOF seed methods of bundles/advcam_weakly_supervised_seg, end to end on a subset of the real
+"""The group-wise and MCOF seed methods of bundles/weakly_supervised_seg, end to end on a subset of the real
 tagged nuclei tiles: group-wise classifier training (train_groupwise.json), seeds through ``python -m monai.bundle
 run`` (``--seed_method groupwise``), MCOF rounds (``--seed_method mcof``), the paper schedule, and a tag outside the
 declared classes."""
@@ -19,7 +19,7 @@ from monai_wsss.apps import MCOFSeeds
 from monai_wsss.attribution import GroupwiseSeeds
 from monai_wsss.handlers import load_accumulated_maps
 
-CONFIGS = os.path.join(REPO, "bundles", "advcam_weakly_supervised_seg", "configs")
+CONFIGS = os.path.join(REPO, "bundles", "weakly_supervised_seg", "configs")
 META = os.path.join(CONFIGS, "metadata.json")
 CLASSIFIER = ["train_classifier.json"]
 GROUPWISE = ["train_classifier.json", "train_groupwise.json"]

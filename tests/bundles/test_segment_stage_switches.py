@@ -33,7 +33,7 @@ def _run(bundle: str, configs: list[str], tmp: str, dataset_dir: str, *extra: st
 @pytest.mark.parametrize(
     "bundle,configs,fixture",
     [
-        ("advcam_weakly_supervised_seg", ["segment.json"], "small_tagged"),
+        ("weakly_supervised_seg", ["segment.json"], "small_tagged"),
         ("pix2pix_microscopy_synthesis", ["train.json", "segment.json"], "nuclei_dataset"),
     ],
 )

@@ -23,7 +23,7 @@ SCHEMA = os.path.join(REPO, "monai_wsss", "schemas", "meta_schema_20240725.json"
 # bundle -> None (scripted TorchScript export applies) or the input shape of the traced export, which is the shape
 # the bundle's inferer feeds the network (sliding-window / slice roi_size; pix2pix: the one-hot mask of a tile).
 EXPORT = {
-    "advcam_weakly_supervised_seg": None,
+    "weakly_supervised_seg": None,
     "geometric_active_learning": None,
     "dtc_semisupervised_seg": [1, 1, 64, 64, 32],
     "cotraining_semisupervised_seg": [1, 1, 96, 96],
@@ -56,7 +56,7 @@ def test_standard_files(bundle):
 
 def test_advcam_train_json_trains_the_inference_network():
     """train.json is segment.json (one file), whose segmenter is the network inference.json serves."""
-    configs = os.path.join(REPO, "bundles", "advcam_weakly_supervised_seg", "configs")
+    configs = os.path.join(REPO, "bundles", "weakly_supervised_seg", "configs")
     assert os.path.samefile(os.path.join(configs, "train.json"), os.path.join(configs, "segment.json"))
     train, infer = ConfigParser(), ConfigParser()
     train.read_config(os.path.join(configs, "train.json"))

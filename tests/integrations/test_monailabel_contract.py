@@ -37,7 +37,7 @@ DATA = {
     "dtc_semisupervised_seg": "tiny_brain_dataset",
     "cotraining_semisupervised_seg": "tiny_tissue_dataset",
     "geometric_active_learning": "tiny_tissue_dataset",
-    "advcam_weakly_supervised_seg": "nuclei_dataset",
+    "weakly_supervised_seg": "nuclei_dataset",
     "pix2pix_microscopy_synthesis": "nuclei_dataset",
 }
 

@@ -126,7 +126,7 @@ BUNDLES = {
     "cotraining": (["cotraining_semisupervised_seg/configs/train.json"], "train::handlers", "network_def"),
     "ocr": (["ocr_supervised_seg/configs/train.json"], "segment::handlers", "segment::network_def"),
     "advcam": (
-        ["advcam_weakly_supervised_seg/configs/segment.json"],
+        ["weakly_supervised_seg/configs/segment.json"],
         "segment::handlers",
         "segment::network_def",
     ),

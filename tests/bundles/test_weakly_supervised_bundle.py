@@ -1,4 +1,4 @@
-"""End-to-end tests of bundles/advcam_weakly_supervised_seg on a subset of the real tagged nuclei tiles."""
+"""End-to-end tests of bundles/weakly_supervised_seg on a subset of the real tagged nuclei tiles."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from monai.transforms import LoadImage
 
 from monai_wsss.data import load_semisupervised_datalist
 
-BUNDLE = os.path.join(REPO, "bundles", "advcam_weakly_supervised_seg")
+BUNDLE = os.path.join(REPO, "bundles", "weakly_supervised_seg")
 CONFIGS = os.path.join(BUNDLE, "configs")
 META = os.path.join(CONFIGS, "metadata.json")
 SCHEMA = os.path.join(REPO, "monai_wsss", "schemas", "meta_schema_20240725.json")

@@ -1,4 +1,4 @@
-"""A new seed method plugged into bundles/advcam_weakly_supervised_seg from a config override alone: no library edit.
+"""A new seed method plugged into bundles/weakly_supervised_seg from a config override alone: no library edit.
 
 The toy seed method is defined here; its ``_target_`` is a dotted path into this module (pytest puts this folder on
 ``sys.path``). Registering it is one component in ``seeds::methods`` plus ``seed_method`` = its key, exactly what a
@@ -19,7 +19,7 @@ from monai.transforms import LoadImage
 
 from monai_wsss.attribution import AdvCAMSeeds, CAMSeeds, PRMSeeds, SeedMethod
 
-CONFIGS = os.path.join(REPO, "bundles", "advcam_weakly_supervised_seg", "configs")
+CONFIGS = os.path.join(REPO, "bundles", "weakly_supervised_seg", "configs")
 META = os.path.join(CONFIGS, "metadata.json")
 FILES = [os.path.join(CONFIGS, f) for f in ("train_classifier.json", "make_seeds.json")]
 # the tiny classifier of the end-to-end tests; the input-size key is whichever spelling train_classifier.json uses

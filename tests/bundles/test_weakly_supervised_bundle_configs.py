@@ -1,4 +1,4 @@
-"""The model-zoo configs of bundles/advcam_weakly_supervised_seg (inference, evaluate, multi_gpu_train), real tiles."""
+"""The model-zoo configs of bundles/weakly_supervised_seg (inference, evaluate, multi_gpu_train), real tiles."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from monai.networks.nets import UNet
 from monai.transforms import LoadImage
 from PIL import Image
 
-BUNDLE = os.path.join(REPO, "bundles", "advcam_weakly_supervised_seg")
+BUNDLE = os.path.join(REPO, "bundles", "weakly_supervised_seg")
 CONFIGS = os.path.join(BUNDLE, "configs")
 META = os.path.join(CONFIGS, "metadata.json")
 TINY_UNET = {"channels": [4, 8, 16], "strides": [2, 2]}
