@@ -101,3 +101,28 @@ def test_mask_modes_and_options_validated():
         AdvCAM(net, scales=(1.0, -0.5))
     with pytest.raises(ValueError, match="labels"):
         AdvCAM(net, steps=1)(torch.rand(2, 1, 8, 8).double(), torch.ones(3, 3))
+
+
+def test_parameters_frozen_during_the_attack_and_restored():
+    net = _model(2)
+    net.classifier.weight.requires_grad_(False)  # a parameter frozen by the user stays frozen
+    seen = []
+
+    def record(module, args, output):
+        seen.append([p.requires_grad for p in net.parameters()])
+
+    handle = net.classifier.register_forward_hook(record)
+    adv = AdvCAM(net, steps=2)
+    adv(torch.rand(2, 1, 12, 12, dtype=torch.float64), torch.tensor([[1, 0, 1], [0, 1, 0]]))
+    handle.remove()
+    assert len(seen) >= 3 and not any(any(step) for step in seen)  # no weight gradient in any of the 3 passes
+    assert all(p.grad is None for p in net.parameters())
+    assert [name for name, p in net.named_parameters() if not p.requires_grad] == ["classifier.weight"]
+    # restored on error too
+    with pytest.raises(ValueError, match="labels"):
+        adv(torch.rand(2, 1, 12, 12).double(), torch.ones(3, 3))
+    broken = AdvCAM(net, steps=1, scales=(1.0,))
+    broken.attack = None  # type: ignore[assignment]
+    with pytest.raises(TypeError):
+        broken(torch.rand(1, 1, 12, 12, dtype=torch.float64), torch.tensor([[1, 0, 0]]))
+    assert [name for name, p in net.named_parameters() if not p.requires_grad] == ["classifier.weight"]
