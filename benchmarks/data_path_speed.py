@@ -14,7 +14,11 @@ How fast is the data path around the network (issue 18, item 7)? Two figures, me
 2. AdvCAM: the batched :py:class:`monai_wsss.attribution.AdvCAM` (all instances of a scale in one pass) against
    :py:func:`monai_wsss.attribution.advcam_reference` (one instance at a time) at the paper's ``T = 27``, on the
    weak-supervision bundle's classifier (ResNet-18 CAM classifier, output stride 16, 128x128, flips on) with 2 torch
-   threads; the maps of both are compared (max abs difference).
+   threads, on ``--advcam_images`` images (the first with two tags: ``2 x (images + 1)`` instances with flips). Also
+   against the same loop with the weights frozen (:py:func:`monai_wsss.attribution.advcam.frozen_parameters`, which
+   the batched call uses), which isolates the gain of batching; the maps are compared (max abs difference) in float32
+   and, on the first image, in float64; and the CPU cost of one instance's forward + backward is measured at batch
+   sizes 1 to 24, the ceiling of what batching can gain on this CPU.
 
 The machine this was written on is shared by many processes (load about 5-7 on 2 cores), so wall time says little:
 CPU time of this process (``time.process_time``) or of its main thread is what is reported, with the wall time of
@@ -57,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iterations", type=int, default=8, help="timed DTC iterations (after 2 untimed ones)")
     p.add_argument("--roi_size", nargs=3, type=int, default=[64, 64, 32])
     p.add_argument("--advcam_steps", type=int, default=27)
-    p.add_argument("--advcam_images", type=int, default=2)
+    p.add_argument("--advcam_images", type=int, default=4)
     p.add_argument("--advcam_threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "data_path_speed.json"))
@@ -190,10 +194,23 @@ def dtc_part(args: argparse.Namespace) -> dict:
     }
 
 
+def _forward_backward_per_instance(net: torch.nn.Module, batch: int, repeats: int) -> float:
+    """Process CPU seconds per instance of one forward + input-gradient backward at ``batch`` instances."""
+    x = torch.rand(batch, 3, 128, 128, requires_grad=True)
+    torch.autograd.grad(net(x)[:, 0].sum(), x)  # warm-up
+    times = []
+    for _ in range(repeats):
+        c0 = time.process_time()
+        torch.autograd.grad(net(x)[:, 0].sum(), x)
+        times.append((time.process_time() - c0) / batch)
+    return statistics.median(times)
+
+
 def advcam_part(args: argparse.Namespace) -> dict:
     from monai.utils import set_determinism
 
     from monai_wsss.attribution import AdvCAM, advcam_reference
+    from monai_wsss.attribution.advcam import frozen_parameters
     from monai_wsss.networks import resnet_cam_classifier
 
     torch.set_num_threads(args.advcam_threads)
@@ -207,19 +224,26 @@ def advcam_part(args: argparse.Namespace) -> dict:
     advcam = AdvCAM(net, steps=args.advcam_steps, flip=True)
     pos = [(int(b), int(k)) for b, k in torch.nonzero(tags > 0).tolist()]
 
-    def batched() -> torch.Tensor:
-        return advcam(x, tags).detach()
-
-    def one_at_a_time() -> torch.Tensor:
-        out = torch.zeros(x.shape[0], tags.shape[1], *x.shape[2:])
+    def one_at_a_time(images: torch.Tensor, adv: AdvCAM) -> torch.Tensor:
+        out = torch.zeros(images.shape[0], tags.shape[1], *images.shape[2:], dtype=images.dtype)
         for b, k in pos:
-            out[b, k] = advcam_reference(advcam, x[b], k).detach()
+            if b < images.shape[0]:
+                out[b, k] = advcam_reference(adv, images[b], k).detach()
         return out
 
+    def one_at_a_time_frozen() -> torch.Tensor:
+        with frozen_parameters(net):
+            return one_at_a_time(x, advcam)
+
+    arms = {
+        "batched": lambda: advcam(x, tags).detach(),
+        "one_at_a_time": lambda: one_at_a_time(x, advcam),
+        "one_at_a_time_frozen": one_at_a_time_frozen,
+    }
     record: dict = {"num_images": len(x), "num_instances": len(pos) * 2, "steps": args.advcam_steps}
     AdvCAM(net, steps=1, flip=True)(x[:1], tags[:1])  # warm-up
     maps = {}
-    for name, fn in (("batched", batched), ("one_at_a_time", one_at_a_time)):
+    for name, fn in arms.items():
         cpu, wall = [], []
         for _ in range(args.repeats):
             c0, w0 = time.process_time(), time.perf_counter()
@@ -228,14 +252,26 @@ def advcam_part(args: argparse.Namespace) -> dict:
             wall.append(time.perf_counter() - w0)
         record[f"{name}_process_cpu_s"] = cpu
         record[f"{name}_wall_s"] = wall
-    record["speedup_process_cpu"] = statistics.median(record["one_at_a_time_process_cpu_s"]) / statistics.median(
-        record["batched_process_cpu_s"]
-    )
-    record["speedup_wall"] = statistics.median(record["one_at_a_time_wall_s"]) / statistics.median(
-        record["batched_wall_s"]
-    )
+    for name in ("one_at_a_time", "one_at_a_time_frozen"):
+        suffix = "" if name == "one_at_a_time" else "_over_frozen_loop"
+        for clock in ("process_cpu", "wall"):
+            record[f"speedup_{clock}{suffix}"] = statistics.median(record[f"{name}_{clock}_s"]) / statistics.median(
+                record[f"batched_{clock}_s"]
+            )
     record["max_abs_diff"] = float((maps["batched"] - maps["one_at_a_time"]).abs().max())
     record["nonzero_fraction"] = float((maps["batched"] > 0).float().mean())
+    # the same check in float64 on the first image: rounding, not a different computation, explains float32's diff
+    net64 = resnet_cam_classifier(spatial_dims=2, in_channels=3, num_classes=3, model_name="resnet18", output_stride=16)
+    net64.load_state_dict(net.state_dict())
+    net64 = net64.double().eval()
+    adv64 = AdvCAM(net64, steps=args.advcam_steps, flip=True)
+    x64, tags64 = x[:1].double(), tags[:1]
+    record["float64_first_image_max_abs_diff"] = float((adv64(x64, tags64) - one_at_a_time(x64, adv64)).abs().max())
+    # the ceiling of batching on this CPU: cost of one instance's forward + backward against the batch size
+    with frozen_parameters(net):
+        record["forward_backward_cpu_s_per_instance_by_batch"] = {
+            str(n): _forward_backward_per_instance(net, n, args.repeats) for n in (1, 2, 6, 12, 24)
+        }
     record["threads"] = args.advcam_threads
     record["goal_speedup"] = 3.0
     return record
@@ -246,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "what": "issue 18 item 7: full DTC iteration vs network forward+backward; AdvCAM batched vs one at a time",
         "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/data_path_speed.py " + " ".join(sys.argv[1:]),
+        "commands": "each part records the command that produced it (parts not run are kept from the earlier file)",
         "note": "CPU time (the machine is shared, wall time unreliable); medians of the repetitions",
         "environment": {
             "python": platform.python_version(),
@@ -259,8 +296,10 @@ def main(argv: list[str] | None = None) -> None:
         with open(args.out) as f:
             old = json.load(f)
         report.update({k: old[k] for k in ("dtc", "advcam") if k in old})
+    command = report["command"]
     if args.part in ("all", "dtc"):
         report["dtc"] = dtc_part(args)
+        report["dtc"]["command"] = command
         d = report["dtc"]
         print(
             f"DTC: full iteration {d['median_full_iteration_s']:.3f} s, forward+backward "
@@ -271,9 +310,12 @@ def main(argv: list[str] | None = None) -> None:
         print("  in-trainer medians (s): " + ", ".join(f"{k} {v:.3f}" for k, v in d["in_trainer_medians"].items()))
     if args.part in ("all", "advcam"):
         report["advcam"] = a = advcam_part(args)
+        a["command"] = command
         print(
             f"AdvCAM T={a['steps']}: speed-up {a['speedup_process_cpu']:.2f}x (process CPU), "
-            f"{a['speedup_wall']:.2f}x (wall), {a['threads']} threads, max abs diff {a['max_abs_diff']:.2e}"
+            f"{a['speedup_wall']:.2f}x (wall), over the loop with frozen weights "
+            f"{a['speedup_process_cpu_over_frozen_loop']:.2f}x; {a['threads']} threads; max abs diff float32 "
+            f"{a['max_abs_diff']:.2e}, float64 {a['float64_first_image_max_abs_diff']:.2e}"
         )
     atomic_write_json(args.out, report)
     print(f"wrote {args.out}")
