@@ -5,6 +5,7 @@ declared classes."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -165,3 +166,32 @@ def test_a_tag_outside_the_declared_classes_is_refused(tmp_path, small_tagged):
         chain.append(str(e))
         e = e.__cause__ or e.__context__
     assert any("bad/dataset.json" in m and "['mitochondrion'] are not among the declared classes" in m for m in chain)
+
+
+def _cli(configs: list[str], tmp: str, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(_files(configs)).replace(" ", "")]
+    cmd += ["--meta_file", META, "--bundle_root", tmp, *args]
+    proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.parametrize("method", ["groupwise", "mcof"])
+def test_segment_evaluate_and_infer_on_the_new_methods_pseudo_labels(trained, small_tagged, method):
+    """The stages after the seeds, through ``python -m monai.bundle run``, on each new method's pseudo-labels."""
+    tmp, _ = trained
+    folder = f"{tmp}/outputs/pseudo_labels_{method}"
+    if not os.path.isfile(f"{folder}/dataset.json"):
+        _run(SEEDS, tmp, dataset_dir=small_tagged, seed_method=method, device="$torch.device('cpu')")
+    short = ["--segment::num_epochs", "1", "--segment::epoch_length", "2", "--segment::batch_size", "4"]
+    _cli(["segment.json"], tmp, "--dataset_dir", folder, *short, "--device", "cpu")
+    assert os.path.isfile(f"{tmp}/models/segmenter_pseudo_labels_{method}/model.pt")
+    _cli(["segment.json", "evaluate.json"], tmp, "--dataset_dir", folder, "--save_overlays", "false")
+    with open(f"{tmp}/eval/segmenter_pseudo_labels_{method}/evaluate/metrics.csv") as f:
+        metrics = {row[0]: float(row[1]) for row in csv.reader(f) if row}
+    assert {"dice", "miou"} <= set(metrics) and all(0.0 <= v <= 1.0 for v in metrics.values())
+    out = f"{tmp}/eval/inference_{method}"
+    _cli(["inference.json"], tmp, "--seed_method", method, "--dataset_dir", folder, "--output_dir", out)
+    test_images = json.load(open(f"{folder}/dataset.json"))["test"]
+    written = sorted(n for n in os.listdir(out) if n.endswith("_seg.png"))
+    assert len(written) == len(test_images) == 4
