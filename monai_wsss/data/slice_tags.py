@@ -46,6 +46,7 @@ def build_slice_tag_dataset(
     mode: str = "slices",
     datalist: str = "dataset.json",
     key: str = "training",
+    slice_step: int = 1,
 ) -> str:
     """
     Tag a labelled decathlon folder for weak supervision and write it to ``out_dir`` (``images/``, ``masks/``,
@@ -53,7 +54,8 @@ def build_slice_tag_dataset(
     ``label`` (the real mask, for scoring only) and ``case``).
 
     ``mode="slices"``: every slice of each 3D case along ``axis`` becomes a 2D NIfTI image and mask (its affine keeps
-    the in-plane axes); ``mode="volumes"``: each case is tagged as a whole. A class is tagged present when its mask
+    the in-plane axes; ``slice_step`` = k keeps slices 0, k, 2k, ... of each case, default every slice);
+    ``mode="volumes"``: each case is tagged as a whole. A class is tagged present when its mask
     has at least ``min_pixels`` pixels (voxels) there; images tagged with no class are real negatives. The last
     ``num_test`` cases of the ``key`` list (in file order) form the ``test`` list, the others ``training``, so no case
     contributes to both. Files are written atomically and ``dataset.json`` last, so an interrupted build leaves no
@@ -62,12 +64,14 @@ def build_slice_tag_dataset(
     Raises:
         DatasetError: the source datalist is missing, has no ``labels`` map with a foreground class, an item without a
             ``label``, a case that is not 3D in ``slices`` mode, or too few cases for ``num_test``.
-        ValueError: ``min_pixels`` < 1, ``mode`` not ``slices`` / ``volumes``.
+        ValueError: ``min_pixels`` < 1, ``slice_step`` < 1, ``mode`` not ``slices`` / ``volumes``.
     """
     import nibabel as nib
 
     if min_pixels < 1:
         raise ValueError(f"`min_pixels` must be >= 1, got {min_pixels}.")
+    if slice_step < 1:
+        raise ValueError(f"`slice_step` must be >= 1 (keep every k-th slice), got {slice_step}.")
     if mode not in ("slices", "volumes"):
         raise ValueError(f"`mode` must be 'slices' or 'volumes', got {mode!r}.")
     path, meta = read_datalist(source_dir, datalist)
@@ -101,7 +105,7 @@ def build_slice_tag_dataset(
             affine[:2, :2] = image_nii.affine[np.ix_(keep, keep)]
             parts = [
                 (f"{stem}_s{i:03d}", np.take(image, i, axis=axis), np.take(mask, i, axis=axis), affine)
-                for i in range(image.shape[axis])
+                for i in range(0, image.shape[axis], slice_step)
             ]
         for name, img, msk, aff in parts:
             item = {"image": f"images/{name}.nii.gz", "label": f"masks/{name}.nii.gz", "case": stem}
@@ -122,7 +126,14 @@ def build_slice_tag_dataset(
         ),
         "labels": labels,
         "classes": names,
-        "tagging": {"mode": mode, "axis": axis, "min_pixels": min_pixels, "num_test": num_test, "counts": counts},
+        "tagging": {
+            "mode": mode,
+            "axis": axis,
+            "min_pixels": min_pixels,
+            "num_test": num_test,
+            "slice_step": slice_step,
+            "counts": counts,
+        },
         **lists,
     }
     atomic_write_datalist(os.path.join(out_dir, "dataset.json"), out)
@@ -137,8 +148,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--axis", type=int, default=2)
     parser.add_argument("--num_test", type=int, default=8)
     parser.add_argument("--mode", choices=("slices", "volumes"), default="slices")
+    parser.add_argument("--slice_step", type=int, default=1, help="keep every k-th slice of each case (slices mode)")
     args = parser.parse_args(argv)
-    out = build_slice_tag_dataset(args.source, args.output, args.min_pixels, args.axis, args.num_test, args.mode)
+    out = build_slice_tag_dataset(
+        args.source, args.output, args.min_pixels, args.axis, args.num_test, args.mode, slice_step=args.slice_step
+    )
     print(out)
 
 

@@ -86,3 +86,25 @@ def test_bad_sources_are_refused(tmp_path, labelled_folder):
         build_slice_tag_dataset(str(bare), str(tmp_path / "y"))
     with pytest.raises(ValueError, match="min_pixels"):
         build_slice_tag_dataset(source, str(tmp_path / "z"), min_pixels=0)
+
+
+def test_slice_step_keeps_every_kth_slice(tmp_path, labelled_folder):
+    source, mask = labelled_folder
+    depth = mask.shape[2]
+    out = build_slice_tag_dataset(source, str(tmp_path / "step"), min_pixels=30, num_test=1, slice_step=3)
+    meta = json.load(open(os.path.join(out, "dataset.json")))
+    kept = list(range(0, depth, 3))  # slices 0, 3, 6, ... of each case: ceil(depth / 3) per case
+    assert len(kept) == -(-depth // 3)
+    assert len(meta["training"]) == 2 * len(kept) and len(meta["test"]) == len(kept)
+    case_a = [i for i in meta["training"] if i["case"] == "a"]
+    assert [int(i["image"].rsplit("_s", 1)[1][:3]) for i in case_a] == kept
+    for item, s in zip(case_a, kept, strict=True):
+        assert item["class_labels"] == [int((mask[:, :, s] > 0).sum() >= 30)]
+    assert meta["tagging"]["slice_step"] == 3
+    cli = str(tmp_path / "cli")
+    cmd = [sys.executable, "-m", "monai_wsss.data.slice_tags", "--source", source, "--output", cli]
+    proc = subprocess.run(cmd + ["--num_test", "1", "--slice_step", "3"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(json.load(open(os.path.join(cli, "dataset.json")))["test"]) == len(kept)
+    with pytest.raises(ValueError, match="slice_step"):
+        build_slice_tag_dataset(source, str(tmp_path / "bad"), slice_step=0)
