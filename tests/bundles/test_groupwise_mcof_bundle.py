@@ -176,13 +176,21 @@ def _cli(configs: list[str], tmp: str, *args: str) -> subprocess.CompletedProces
     return proc
 
 
-@pytest.mark.parametrize("method", ["groupwise", "mcof"])
-def test_segment_evaluate_and_infer_on_the_new_methods_pseudo_labels(trained, small_tagged, method):
-    """The stages after the seeds, through ``python -m monai.bundle run``, on each new method's pseudo-labels."""
+SEED_ARGS = ["--roi_size", "[32,32]", "--model_name", "resnet10", "--panel_samples", "2", "--device", "cpu"]
+SEED_ARGS += ["--advcam_steps", "1", "--advcam_flip", "false", "--mcof::num_rounds", "1"]
+SEED_ARGS += ["--mcof::n_segments", "16", "--mcof::region_epochs", "5", "--mcof::segmenter::num_epochs", "1"]
+SEED_ARGS += ["--mcof::segmenter::epoch_length", "2"]
+
+
+@pytest.mark.parametrize("method", ["cam", "advcam", "prm", "groupwise", "mcof"])
+def test_every_stage_for_every_seed_method_through_the_command_line(trained, small_tagged, method):
+    """Seeds (unless an earlier test made them), segmenter, evaluation and inference, each through ``python -m
+    monai.bundle run``, for every ``seed_method`` of the bundle."""
     tmp, _ = trained
     folder = f"{tmp}/outputs/pseudo_labels_{method}"
     if not os.path.isfile(f"{folder}/dataset.json"):
-        _run(SEEDS, tmp, dataset_dir=small_tagged, seed_method=method, device="$torch.device('cpu')")
+        _cli(SEEDS, tmp, "--dataset_dir", small_tagged, "--seed_method", method, *SEED_ARGS)
+    assert json.load(open(f"{folder}/seed_metrics.json"))["seed_method"] == method
     short = ["--segment::num_epochs", "1", "--segment::epoch_length", "2", "--segment::batch_size", "4"]
     _cli(["segment.json"], tmp, "--dataset_dir", folder, *short, "--device", "cpu")
     assert os.path.isfile(f"{tmp}/models/segmenter_pseudo_labels_{method}/model.pt")
