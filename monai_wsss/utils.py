@@ -22,6 +22,7 @@ import torch
 __all__ = [
     "to_jsonable",
     "atomic_path",
+    "default_dir_mode",
     "default_file_mode",
     "output_root_dir",
     "atomic_write_csv",
@@ -60,6 +61,11 @@ def default_file_mode() -> int:
     file (created ``0o600``).
     """
     return 0o666 & ~_umask()
+
+
+def default_dir_mode() -> int:
+    """The permission bits a plain ``os.makedirs`` gives a new folder: ``0o777 & ~umask``."""
+    return 0o777 & ~_umask()
 
 
 @contextmanager
@@ -219,7 +225,7 @@ def replace_directory(tmp: str, dest: str) -> None:
     folder is first renamed aside and deleted only once the new one is in place. ``tmp`` itself gets the mode a
     plain ``os.makedirs`` would give (``0o777 & ~umask``; a ``tempfile.mkdtemp`` folder is owner-only ``0o700``).
     """
-    os.chmod(tmp, 0o777 & ~_umask())
+    os.chmod(tmp, default_dir_mode())
     old = None
     if os.path.exists(dest):
         old = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}-old-", dir=os.path.dirname(os.path.abspath(dest)))

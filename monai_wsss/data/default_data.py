@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from ..utils import atomic_write_datalist
+from ..utils import atomic_write_datalist, default_dir_mode
 from .microscopy import NUCLEI_DATASET, build_nuclei_tiles_dataset
 from .tagging import TAGGED_NUCLEI_DATASET, build_tagged_nuclei_dataset  # noqa: F401 (found by _BUILDERS)
 
@@ -350,6 +350,7 @@ def default_dataset_dir(name: str = DEFAULT_DATASET, cache_dir: str | None = Non
     tmp = tempfile.mkdtemp(prefix=f".{name}-", dir=root)
     try:
         globals()[_BUILDERS[name]](tmp)
+        os.chmod(tmp, default_dir_mode())  # mkdtemp makes it 0700
         try:
             os.rename(tmp, target)
         except OSError:

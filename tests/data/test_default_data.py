@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 
 import nibabel as nib
 import numpy as np
@@ -129,6 +130,17 @@ def test_default_dataset_dir_renames_complete_build(tmp_path, monkeypatch):
     with open(os.path.join(target, "dataset.json")) as f:
         assert json.load(f)["built_in"].startswith(f".{DEFAULT_DATASET}-")  # built in a temporary folder
     assert os.listdir(tmp_path / "cache") == [DEFAULT_DATASET]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_built_folder_gets_the_mode_of_makedirs(tmp_path, monkeypatch, umask):
+    monkeypatch.setattr(default_data, "build_brain_t1_dataset", _fake_build)
+    old = os.umask(umask)
+    try:
+        target = default_dataset_dir(cache_dir=str(tmp_path / "cache"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o777 & ~umask  # not mkdtemp's owner-only 0700
 
 
 def test_failed_build_leaves_nothing(tmp_path, monkeypatch):
