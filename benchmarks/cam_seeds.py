@@ -1,5 +1,6 @@
 """
-Seeds of weakly supervised segmentation from image-level tags: CAM vs AdvCAM vs PRM, and the cost of batched AdvCAM.
+Seeds of weakly supervised segmentation from image-level tags: CAM, AdvCAM, PRM, group-wise mining and MCOF (plus the
+tag-only reference), the segmenter trained on each method's pseudo-labels, and the cost of batched AdvCAM.
 Run through the bundle ``bundles/weakly_supervised_seg`` itself (``train_classifier.json`` and
 ``make_seeds.json`` with overrides, loaded exactly as ``python -m monai.bundle run`` loads them), so what is measured
 is what users run.
@@ -9,6 +10,10 @@ is what users run.
     - AdvCAM: Lee, Kim, Lee, Shim. Anti-Adversarially Manipulated Attributions for Weakly and Semi-Supervised
       Semantic Segmentation. CVPR 2021.
     - PRM: Zhou, Zhu, Ye, Qiu, Jiao. Weakly Supervised Instance Segmentation using Class Peak Response. CVPR 2018.
+    - Group-wise: Li, Zhou, Li, Zhou, Zhang. Group-Wise Semantic Mining for Weakly Supervised Semantic Segmentation.
+      AAAI 2021.
+    - MCOF: Wang, You, Li, Ma. Weakly-Supervised Semantic Segmentation by Iteratively Mining Common Object Features.
+      CVPR 2018.
 
 Protocol, per dataset and classifier seed, each stage in a fresh subprocess (so wall time and peak RSS are its own):
 
@@ -20,7 +25,16 @@ Protocol, per dataset and classifier seed, each stage in a fresh subprocess (so 
    score 0.15; AdvCAM T = 8, xi = 0.08, lambda = 7, tau = 0.5, scale 1 + flip; PRM window 3; ``prm`` = peaks + instance
    retrieval from superpixel-hierarchy proposals, the bundle default; ``prm_maps`` = the summed peak response maps
    without retrieval). ``monai_wsss.apps.PseudoLabelWriter`` thresholds the
-   seed of every training image and scores it against the image's real mask (pixel truth is used only here).
+   seed of every training image and scores it against the image's real mask (pixel truth is used only here);
+   ``seeds_groupwise`` after ``train_groupwise`` (``train_groupwise.json`` merged over ``train_classifier.json``: the
+   group-wise network initialised from the plain classifier, its online maps; ``--groupwise_epochs``, bundle 3);
+   ``seeds_mcof``: MCOF's rounds with the bundle's ``mcof::`` settings (2 rounds from the CAM seeds), per round
+   ``outputs/mcof/rounds.json`` (seed and region mIoU, the round segmenter's test mIoU / Dice, seconds);
+3. ``segment_<method>`` (and ``segment_tags``: the tag-only pseudo-labels, written from the CAM folder's list):
+   ``segment.json`` with ``--dataset_dir`` = that method's pseudo-label folder (its ``test`` list holds the real test
+   images and masks), ``segment::num_epochs`` x ``segment::epoch_length`` = ``--seg_epochs`` x
+   ``--seg_epoch_length`` (default 10 x 12), seed = the classifier seed; test mIoU / Dice / IoU read from the
+   ``metrics.csv`` that the recipe writes.
 
 Seed metrics (the writer's ``seed_metrics.json``; IoU pooled over all training images, each seed resized to its
 image's own size):
@@ -62,18 +76,26 @@ Datasets
       only). Images are resized to 128x128 for the classifier by the bundle's preprocessing, seeds are resized
       back. Schedule: ``--blood_smear_epochs`` (default 36) x 5 iterations of 16 = 180 iterations, the default
       data's iteration count.
+    - ``la2018``: ``../shared/data/la2018`` (40 left-atrium LGE MR volumes, grey levels 0..255) turned into axial slice
+      tags by ``monai_wsss.data.build_slice_tag_dataset`` under ``<work_dir>/la2018_slices`` (min_pixels 50, cases
+      1-32 training, 33-40 test, every ``--la2018_slice_step``-th slice, default 4); 1-channel 2D NIfTI slices (about
+      91x70), read by the bundle's own loaders with its intensity range 0..255; classifier epochs
+      ``--la2018_epochs`` (default: the bundle's 15) x (training slices // 16) iterations.
 
 How to run (from the repository root; 1 thread per stage)
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cam_seeds.py --threads 1              # both datasets, 2 seeds
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cam_seeds.py --threads 1              # three datasets, 2 seeds
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cam_seeds.py --resume --threads 1     # continue / re-aggregate
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cam_seeds.py --smoke --threads 1      # plumbing only
     .venv/bin/python benchmarks/cam_seeds.py --device cuda --threads 4                  # on a GPU
 
 Results: ``--out`` (default ``benchmarks/results/cam_seeds.json``, ``cam_seeds_smoke.json`` with ``--smoke``),
-rewritten atomically after every run: arguments, per run the seed metrics of each method, the mean and spread
-(max - min) over seeds, and the speed / equality records. Per run, ``<work_dir>/<dataset>/seed<seed>/`` holds the
-bundle's outputs (``models/model.pt``, ``outputs/`` with the learning curve, the pseudo-label folders with their
-``seed_metrics.json`` and the seed panels), one log and one JSON record per stage (``--resume`` reuses them);
+rewritten atomically after every run: arguments, per dataset its settings, per run the seed metrics of each method,
+its segmenter's test metrics, MCOF per round and every stage's wall seconds and peak RSS, the mean and spread
+(max - min) over seeds, and the speed / equality records. With ``--resume`` the datasets of an earlier invocation
+that this one does not run are kept in the file (so datasets can be run one invocation each). Per run,
+``<work_dir>/<dataset>/seed<seed>/`` holds the bundle's outputs (``models/model.pt``, ``outputs/`` with the learning
+curve, the pseudo-label folders with their ``seed_metrics.json`` and the seed panels, ``models/groupwise/``,
+``outputs/mcof/``, ``eval/segmenter_<method>/``), one log and one JSON record per stage (``--resume`` reuses them);
 ``<work_dir>/<dataset>/speed/`` the speed records and maps.
 """
 
@@ -94,8 +116,9 @@ from monai_wsss.utils import atomic_write_json, atomic_write_torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE = os.path.join(REPO, "bundles", "weakly_supervised_seg")
 CONFIGS = os.path.join(BUNDLE, "configs")
-DATASETS = ("default", "blood_smear")
-METHODS = ("cam", "advcam", "prm", "prm_maps")
+DATASETS = ("default", "blood_smear", "la2018")
+METHODS = ("cam", "advcam", "prm", "groupwise", "mcof", "prm_maps")
+DEFAULT_METHODS = ("cam", "advcam", "prm", "groupwise", "mcof")
 # method -> make_seeds.json overrides: "prm" = PRM with instance retrieval (the bundle default), "prm_maps" = summed
 # peak response maps without retrieval
 METHOD_OVERRIDES = {
@@ -103,6 +126,18 @@ METHOD_OVERRIDES = {
     "advcam": {"seed_method": "advcam"},
     "prm": {"seed_method": "prm", "prm_instances": True},
     "prm_maps": {"seed_method": "prm", "prm_instances": False},
+    "groupwise": {"seed_method": "groupwise"},
+    "mcof": {"seed_method": "mcof"},
+}
+# the la2018 slice-tag set (cases 1-32 training, 33-40 test)
+LA2018_MIN_PIXELS = 50
+LA2018_NUM_TEST = 8
+# smoke-only MCOF schedule (the real run keeps the bundle's MCOF settings)
+MCOF_SMOKE = {
+    "mcof::num_rounds": 1,
+    "mcof::region_epochs": 2,
+    "mcof::segmenter::num_epochs": 1,
+    "mcof::segmenter::epoch_length": 2,
 }
 WBC_CLASSES = ("neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil")
 SPEED_MODES = ("batched", "reference", "float64")
@@ -116,9 +151,17 @@ def bundle_default(key: str, config: str) -> object:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[1337, 2024], help="classifier training seeds")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="classifier seeds (1337 2024; smoke: 1337)")
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(METHODS))
     p.add_argument("--blood_smear_dir", default=os.path.join(os.path.dirname(REPO), "shared", "data", "blood_smear"))
+    p.add_argument("--la2018_dir", default=os.path.join(os.path.dirname(REPO), "shared", "data", "la2018"))
+    p.add_argument("--la2018_slice_step", type=int, default=4, help="keep every k-th axial slice of each la2018 case")
+    p.add_argument("--la2018_epochs", type=int, default=None, help="classifier epochs, la2018 (default: the bundle's)")
+    p.add_argument("--groupwise_epochs", type=int, default=None, help="group-wise training epochs (bundle: 3)")
+    p.add_argument("--seg_epochs", type=int, default=10, help="final segmenter epochs (segment::num_epochs)")
+    p.add_argument("--seg_epoch_length", type=int, default=12, help="final segmenter iterations per epoch")
+    p.add_argument("--skip_segment", action="store_true", help="no final segmenter stages")
+    p.add_argument("--skip_tags_segment", action="store_true", help="no segmenter on the tag-only pseudo-labels")
     p.add_argument("--split_seed", type=int, default=0, help="seed of the blood_smear train / test split")
     p.add_argument("--epochs", type=int, default=None, help="classifier epochs, default data (bundle: 15)")
     p.add_argument("--blood_smear_epochs", type=int, default=36, help="classifier epochs, blood_smear")
@@ -127,14 +170,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--speed_batch", type=int, default=None, help="images of the AdvCAM speed test (default 32)")
     p.add_argument("--float64_images", type=int, default=None, help="images of the float64 check (default 4)")
     p.add_argument("--skip_speed", action="store_true", help="no AdvCAM speed / equality test")
-    p.add_argument("--smoke", action="store_true", help="1 epoch x 2 iterations, AdvCAM T = 1, 2 speed images")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="one seed, 1 epoch x 2 iterations, AdvCAM T = 1, 1 MCOF round, segmenters 1 x 2, 2 speed images",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:0 (default: the bundle's choice)")
     p.add_argument("--threads", type=int, default=1, help="OMP / torch threads of each stage subprocess")
     p.add_argument("--work_dir", default=None, help="default /tmp/cam_seeds_bench (/tmp/cam_seeds_bench_smoke)")
     p.add_argument("--out", default=None, help="default benchmarks/results/cam_seeds.json (_smoke with --smoke)")
     p.add_argument("--resume", action="store_true", help="reuse finished stages (their JSON records)")
+    p.add_argument("--markdown", action="store_true", help="print the docs' tables from --out and exit")
     p.add_argument("--stage", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.seeds = args.seeds or ([1337] if args.smoke else [1337, 2024])
     if args.smoke:
         args.epochs = args.epochs or 1
         args.blood_smear_epochs = 1
@@ -142,7 +191,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.advcam_steps = 1 if args.advcam_steps is None else args.advcam_steps
         args.speed_batch = args.speed_batch or 2
         args.float64_images = args.float64_images or 1
+        args.la2018_slice_step = max(args.la2018_slice_step, 8)
+        args.la2018_epochs = 1
+        args.groupwise_epochs = args.groupwise_epochs or 2
+        args.seg_epochs, args.seg_epoch_length = 1, 2
     args.epochs = args.epochs or int(bundle_default("num_epochs", "train_classifier.json"))  # type: ignore[arg-type]
+    args.la2018_epochs = args.la2018_epochs or args.epochs
     args.speed_batch = args.speed_batch or 32
     args.float64_images = args.float64_images or 4
     tail = "_smoke" if args.smoke else ""
@@ -210,9 +264,71 @@ def dataset_dir(name: str, args: argparse.Namespace) -> str:
         return blood_smear_tagged(
             os.path.abspath(args.blood_smear_dir), os.path.join(args.work_dir, "blood_smear_tagged"), args.split_seed
         )
+    if name == "la2018":
+        return la2018_slices(args)
     from monai_wsss.data import TAGGED_NUCLEI_DATASET, default_dataset_dir
 
     return default_dataset_dir(TAGGED_NUCLEI_DATASET)
+
+
+def la2018_slices(args: argparse.Namespace) -> str:
+    """
+    The la2018 slice-tag set (``monai_wsss.data.build_slice_tag_dataset``: axial slices, tag = left atrium where the
+    real mask has >= 50 pixels, last 8 cases = test, every ``--la2018_slice_step``-th slice) under ``<work_dir>``;
+    reused when its tagging settings match.
+    """
+    from monai_wsss.data import build_slice_tag_dataset
+
+    src = os.path.abspath(args.la2018_dir)
+    if not os.path.isfile(os.path.join(src, "dataset.json")):
+        raise SystemExit(f"{src}: no dataset.json (set --la2018_dir).")
+    out = os.path.join(args.work_dir, "la2018_slices")
+    want = {"min_pixels": LA2018_MIN_PIXELS, "num_test": LA2018_NUM_TEST, "slice_step": args.la2018_slice_step}
+    old = read_json(os.path.join(out, "dataset.json")) or {}
+    if old.get("benchmark_affine") == "identity" and all(old.get("tagging", {}).get(k) == v for k, v in want.items()):
+        return out
+    build_slice_tag_dataset(src, out, **want)
+    # PseudoLabelWriter writes NIfTI pseudo-labels without an affine (identity), and the datalist check refuses a
+    # label whose affine differs from its image's (here 1.25 mm slices): the slices are rewritten with the identity
+    # affine (pixel grid and values unchanged, spacing dropped; nothing here uses it)
+    import nibabel as nib
+
+    from monai_wsss.utils import atomic_write_nifti
+
+    meta = read_json(os.path.join(out, "dataset.json")) or {}
+    for item in meta["training"] + meta["test"]:
+        for key in ("image", "label"):
+            path = os.path.join(out, item[key])
+            atomic_write_nifti(path, np.asarray(nib.load(path).dataobj), np.eye(4))
+    meta["benchmark_affine"] = "identity"
+    atomic_write_json(os.path.join(out, "dataset.json"), meta)
+    return out
+
+
+def tag_only_folder(cam_dir: str, out_dir: str) -> str:
+    """
+    A pseudo-label folder like the writer's (same images, tags and real test list as ``cam_dir``) whose labels are
+    the tag-only seed: every pixel of a tagged image = its (first) tagged class, a negative image all background.
+    """
+    import torch
+    from monai.transforms import LoadImage
+
+    from monai_wsss.utils import atomic_write_image
+
+    meta = read_json(os.path.join(cam_dir, "dataset.json"))
+    if meta is None:
+        raise SystemExit(f"{cam_dir}: no dataset.json (the CAM seeds stage must run first).")
+    loader = LoadImage(image_only=True, ensure_channel_first=True)
+    os.makedirs(os.path.join(out_dir, "labels"), exist_ok=True)
+    for item in meta["training"]:
+        tags = np.asarray(item["class_labels"])
+        value = int(np.argmax(tags)) + 1 if tags.sum() > 0 else 0
+        size = tuple(loader(item["image"]).shape[1:])
+        atomic_write_image(os.path.join(out_dir, item["label"]), torch.full((1, *size), value, dtype=torch.uint8))
+    meta.update(name="pseudo-labels (tag-only)", seed_method="tags")
+    meta["description"] = "Tag-only pseudo-labels: the whole image = its tagged class; test: real images and masks."
+    atomic_write_json(os.path.join(out_dir, "dataset.json"), meta)
+    return out_dir
 
 
 def tag_only_baseline(data_dir: str) -> dict:
@@ -260,14 +376,14 @@ def _loss_by_epoch(csv_path: str, epoch_length: int) -> list[float]:
 
 
 def run_train(spec: dict) -> dict:
-    wf = _workflow(("train_classifier.json",), spec["overrides"])
+    wf = _workflow(tuple(spec.get("configs", ("train_classifier.json",))), spec["overrides"])
     trainer = wf.parser.get_parsed_content("train::trainer")  # data cached, network built: not timed
     start = time.perf_counter()
     wf.run()
     seconds = time.perf_counter() - start
     wf.finalize()
     epoch_length = int(wf.parser.get_parsed_content("epoch_length"))
-    curve = os.path.join(spec["overrides"]["output_dir"], "classifier_learning_curve.csv")
+    curve = os.path.join(wf.parser.get_parsed_content("output_dir"), "classifier_learning_curve.csv")
     loss = _loss_by_epoch(curve, epoch_length)
     return {
         "iterations": int(trainer.state.iteration),
@@ -290,7 +406,51 @@ def run_seeds(spec: dict) -> dict:
     metrics = read_json(os.path.join(wf.parser.get_parsed_content("pseudo_label_dir"), "seed_metrics.json"))
     if not metrics or "seed_miou" not in metrics:
         raise RuntimeError("the seed writer scored no image (do the training items have a 'label'?)")
-    return {"metrics": metrics, "run_seconds": seconds}
+    record = {"metrics": metrics, "run_seconds": seconds}
+    record["pseudo_label_dir"] = wf.parser.get_parsed_content("pseudo_label_dir")
+    if spec["overrides"].get("seed_method") == "mcof":
+        record["mcof_rounds"] = read_json(os.path.join(wf.parser.get_parsed_content("mcof::output_dir"), "rounds.json"))
+    return record
+
+
+def _read_metrics_csv(path: str) -> dict:
+    """MONAI ``MetricsSaver``'s ``metrics.csv`` (``name<TAB>value`` lines) as floats where they parse."""
+    out: dict = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) >= 2:
+                    try:
+                        out[parts[0]] = float(parts[1])
+                    except ValueError:
+                        out[parts[0]] = parts[1]
+    return out
+
+
+def run_segment(spec: dict) -> dict:
+    """``segment.json`` on one pseudo-label folder: train, evaluate on its real test list, read ``metrics.csv``."""
+    from monai_wsss.utils import to_jsonable
+
+    wf = _workflow(("segment.json",), spec["overrides"])
+    trainer = wf.parser.get_parsed_content("segment::trainer")
+    start = time.perf_counter()
+    wf.run()
+    seconds = time.perf_counter() - start
+    state = to_jsonable(dict(wf.parser.get_parsed_content("segment::evaluator").state.metrics))
+    wf.finalize()
+    out_dir = wf.parser.get_parsed_content("segment::output_dir")
+    written = _read_metrics_csv(os.path.join(out_dir, "metrics.csv"))
+    metrics = {k: written.get(k, state.get(k)) for k in ("dice", "jaccard", "miou")}
+    return {
+        "metrics": metrics,
+        "metrics_csv": written,
+        "evaluator_metrics": state,
+        "train_seconds": seconds,
+        "iterations": int(trainer.state.iteration),
+        "num_test": len(wf.parser.get_parsed_content("segment::test_data")),
+        "num_training": len(wf.parser.get_parsed_content("segment::train_data")),
+    }
 
 
 def _sync(device) -> None:
@@ -370,7 +530,7 @@ def run_stage(spec: dict) -> None:
 
     torch.set_num_threads(spec["threads"])
     kind = spec["stage"].split("_")[0]
-    record = {"train": run_train, "seeds": run_seeds, "speed": run_speed}[kind](spec)
+    record = {"train": run_train, "seeds": run_seeds, "speed": run_speed, "segment": run_segment}[kind](spec)
     record.update(stage=spec["stage"], overrides=spec["overrides"])
     atomic_write_json(spec["result"], record)
 
@@ -394,7 +554,7 @@ def base_overrides(ds: str, data_dir: str, seed: int, run_dir: str, args: argpar
     over: dict = {
         "dataset_dir": data_dir,
         "seed": seed,
-        "num_epochs": args.blood_smear_epochs if ds == "blood_smear" else args.epochs,
+        "num_epochs": {"blood_smear": args.blood_smear_epochs, "la2018": args.la2018_epochs}.get(ds, args.epochs),
         "ckpt_dir": os.path.join(run_dir, "models"),
         "output_dir": os.path.join(run_dir, "outputs"),
         "resume": False,
@@ -422,36 +582,137 @@ def stage(name: str, over: dict, run_dir: str, args: argparse.Namespace, redo: b
     return record, True
 
 
+def _seed_entry(rec: dict) -> dict:
+    m = rec["metrics"]
+    entry = {
+        k: m[k] for k in ("seed_miou", "seed_fg_iou", "seed_background_iou", "seed_iou", "best_threshold", "seconds")
+    }
+    entry.update(
+        images_per_second=m["images_per_second"],
+        stage_seconds=rec["stage_seconds"],
+        stage_peak_rss_mb=rec["stage_peak_rss_mb"],
+        num_images=m["num_images"],
+        num_positive=m["num_positive"],
+    )
+    for k in ("groupwise_accumulated", "groupwise_computed"):
+        if k in m:
+            entry[k] = m[k]
+    return entry
+
+
+def _mcof_rounds(rounds: dict | None) -> dict | None:
+    """Per MCOF round: seed / region mIoU and fg IoU on the training images, segmenter test mIoU / Dice, seconds."""
+    if not rounds:
+        return None
+    out = []
+    for r in rounds.get("rounds", []):
+        seg = r.get("segmenter", {})
+        out.append(
+            {
+                "round": r["round"],
+                "seeds_from": r.get("seeds_from"),
+                "seed_miou": r.get("seeds", {}).get("seed_miou"),
+                "seed_fg_iou": r.get("seeds", {}).get("seed_fg_iou"),
+                "region_miou": r.get("regions", {}).get("seed_miou"),
+                "region_fg_iou": r.get("regions", {}).get("seed_fg_iou"),
+                "segmenter_miou": seg.get("miou"),
+                "segmenter_dice": seg.get("dice"),
+                "region_counts": r.get("region_counts"),
+                "seconds": r.get("seconds"),
+            }
+        )
+    return {"rounds": out, "final": rounds.get("final")}
+
+
+def segment_overrides(pl_dir: str, method: str, seed: int, run_dir: str, args: argparse.Namespace) -> dict:
+    over: dict = {
+        "dataset_dir": pl_dir,
+        "seed": seed,
+        "segment::num_epochs": args.seg_epochs,
+        "segment::epoch_length": args.seg_epoch_length,
+        "segment::ckpt_dir": os.path.join(run_dir, "models", f"segmenter_{method}"),
+        "segment::output_dir": os.path.join(run_dir, "eval", f"segmenter_{method}"),
+        "resume": False,
+    }
+    if args.device:
+        over["device"] = f"$torch.device('{args.device}')"
+    return over
+
+
 def run_seed(ds: str, data_dir: str, seed: int, args: argparse.Namespace) -> dict:
+    """One classifier seed: classifier, each method's seeds (group-wise after its own training), each segmenter."""
     run_dir = os.path.join(args.work_dir, ds, f"seed{seed}")
     os.makedirs(run_dir, exist_ok=True)
     over = base_overrides(ds, data_dir, seed, run_dir, args)
     train, redo = stage("train", over, run_dir, args, False)
-    result: dict = {"dataset": ds, "seed": seed, "run_dir": run_dir, "classifier": train, "methods": {}}
+    result: dict = {"dataset": ds, "seed": seed, "run_dir": run_dir, "classifier": train, "methods": {}, "stages": {}}
+    result["segmenters"] = {}
+
+    def note(name: str, rec: dict) -> None:
+        result["stages"][name] = {"seconds": rec["stage_seconds"], "peak_rss_mb": rec["stage_peak_rss_mb"]}
+
+    def segment(method: str, pl_dir: str, redo_seg: bool) -> None:
+        if args.skip_segment:
+            return
+        rec, _ = stage(f"segment_{method}", segment_overrides(pl_dir, method, seed, run_dir, args), run_dir, args,
+                       redo_seg)  # fmt: skip
+        note(f"segment_{method}", rec)
+        m = rec["metrics"]
+        result["segmenters"][method] = {
+            **m,
+            "train_seconds": rec["train_seconds"],
+            "stage_seconds": rec["stage_seconds"],
+            "stage_peak_rss_mb": rec["stage_peak_rss_mb"],
+            "num_test": rec["num_test"],
+        }
+        print(f"[{ds}/seed{seed}] segmenter on {method}: mIoU {m['miou']:.4f}, Dice {m['dice']:.4f}", flush=True)
+        atomic_write_json(os.path.join(run_dir, "run.json"), result)
+
+    note("train", train)
     for method in args.methods:
         o = dict(over, **METHOD_OVERRIDES[method])
         if args.advcam_steps is not None:
             o["advcam_steps"] = args.advcam_steps
-        rec, _ = stage(f"seeds_{method}", o, run_dir, args, redo)
+        if args.smoke:
+            o["panel_samples"] = 2
+        redo_m = redo
+        if method == "groupwise":
+            go = {k: over[k] for k in ("dataset_dir", "seed", "resume") if k in over}
+            go.update(
+                ckpt_dir=os.path.join(run_dir, "models", "groupwise"),
+                output_dir=os.path.join(run_dir, "outputs", "groupwise"),
+                pretrained_weights=os.path.join(run_dir, "models", "model.pt"),
+            )
+            for k in ("epoch_length", "device"):
+                if k in over:
+                    go[k] = over[k]
+            if args.groupwise_epochs:
+                go["num_epochs"] = args.groupwise_epochs
+            gw, ran = stage("train_groupwise", go, run_dir, args, redo, configs=["train_classifier.json",
+                            "train_groupwise.json"])  # fmt: skip
+            note("train_groupwise", gw)
+            result["groupwise_training"] = gw
+            redo_m = redo or ran
+            o["groupwise::ckpt_dir"] = go["ckpt_dir"]
+        if method == "mcof" and args.smoke:
+            o.update(MCOF_SMOKE)
+        rec, ran_seeds = stage(f"seeds_{method}", o, run_dir, args, redo_m)
+        note(f"seeds_{method}", rec)
+        entry = _seed_entry(rec)
+        if method == "mcof":
+            entry["mcof"] = _mcof_rounds(rec.get("mcof_rounds"))
+        result["methods"][method] = entry
         m = rec["metrics"]
-        result["methods"][method] = {
-            "seed_miou": m["seed_miou"],
-            "seed_fg_iou": m["seed_fg_iou"],
-            "seed_background_iou": m["seed_background_iou"],
-            "seed_iou": m["seed_iou"],
-            "best_threshold": m["best_threshold"],
-            "seconds": m["seconds"],
-            "images_per_second": m["images_per_second"],
-            "stage_seconds": rec["stage_seconds"],
-            "stage_peak_rss_mb": rec["stage_peak_rss_mb"],
-            "num_images": m["num_images"],
-            "num_positive": m["num_positive"],
-        }
         print(
             f"[{ds}/seed{seed}] {method}: seed mIoU {m['seed_miou']:.4f}, fg IoU {m['seed_fg_iou']:.4f}, "
             f"per class {json.dumps({k: round(v, 4) for k, v in m['seed_iou'].items()})}, {m['seconds']:.1f} s",
             flush=True,
         )
+        atomic_write_json(os.path.join(run_dir, "run.json"), result)
+        segment(method, rec["pseudo_label_dir"], redo_m or ran_seeds)
+        if method == "cam" and not args.skip_tags_segment:
+            tags_dir = tag_only_folder(rec["pseudo_label_dir"], os.path.join(run_dir, "outputs", "pseudo_labels_tags"))
+            segment("tags", tags_dir, redo_m or ran_seeds)
     atomic_write_json(os.path.join(run_dir, "run.json"), result)
     return result
 
@@ -515,16 +776,48 @@ def _mean_spread(values: list[float]) -> dict:
 
 
 def summarise(runs: list[dict]) -> dict:
+    """Mean and spread (max - min) over the classifier seeds of every seed metric, segmenter metric and stage."""
     summary: dict = {}
     methods = list(runs[0]["methods"]) if runs else []
     for method in methods:
-        ms = [r["methods"][method] for r in runs]
-        s = {"seeds": [r["seed"] for r in runs]}
+        ms = [r["methods"][method] for r in runs if method in r["methods"]]
+        s: dict = {"seeds": [r["seed"] for r in runs if method in r["methods"]]}
         for key in ("seed_miou", "seed_fg_iou", "seed_background_iou", "seconds", "stage_peak_rss_mb"):
             s[key] = _mean_spread([m[key] for m in ms])
         s["best_threshold_fg_iou"] = _mean_spread([m["best_threshold"]["fg_iou"] for m in ms])
         s["seed_iou"] = {c: _mean_spread([m["seed_iou"][c] for m in ms]) for c in ms[0]["seed_iou"]}
+        if method == "mcof" and all(m.get("mcof") for m in ms):
+            n = min(len(m["mcof"]["rounds"]) for m in ms)
+            s["mcof_rounds"] = [
+                {
+                    "round": i + 1,
+                    **{
+                        k: _mean_spread([m["mcof"]["rounds"][i][k] for m in ms])
+                        for k in ("seed_miou", "region_miou", "segmenter_miou", "segmenter_dice", "seconds")
+                        if all(m["mcof"]["rounds"][i].get(k) is not None for m in ms)
+                    },
+                }
+                for i in range(n)
+            ]
         summary[method] = s
+    segs = sorted({k for r in runs for k in r.get("segmenters", {})})
+    summary["segmenters"] = {}
+    for method in segs:
+        ss = [r["segmenters"][method] for r in runs if method in r.get("segmenters", {})]
+        summary["segmenters"][method] = {
+            k: _mean_spread([x[k] for x in ss])
+            for k in ("miou", "dice", "jaccard", "train_seconds", "stage_seconds", "stage_peak_rss_mb")
+            if all(x.get(k) is not None for x in ss)
+        }
+        summary["segmenters"][method]["seeds"] = [r["seed"] for r in runs if method in r.get("segmenters", {})]
+    names = [n for n in (runs[0].get("stages", {}) if runs else {})]
+    summary["stages"] = {
+        n: {
+            k: _mean_spread([r["stages"][n][k] for r in runs if n in r.get("stages", {})])
+            for k in ("seconds", "peak_rss_mb")
+        }
+        for n in names
+    }
     if runs:
         summary["classifier_train_seconds"] = _mean_spread([r["classifier"]["train_seconds"] for r in runs])
     return summary
@@ -536,22 +829,43 @@ def _ms(d: dict, digits: int = 3) -> str:
 
 def print_tables(report: dict) -> None:
     for ds, rep in report["datasets"].items():
-        summ = rep["summary"]
+        summ = rep.get("summary")
+        if not summ:
+            continue
         print(f"\n{ds}: seeds on {rep['num_training']} training images, mean over seeds {rep['seeds']} (± half range)")
         classes = rep["classes"]
         head = f"{'method':<10}{'seed mIoU':>16}{'fg IoU':>16}{'best-thr fg':>16}" + "".join(
             f"{c[:12]:>16}" for c in classes
         )
-        print(head + f"{'seconds':>10}")
+        print(head + f"{'seconds':>10}{'RSS MB':>8}")
         for method in (m for m in METHODS if m in summ):
             s = summ[method]
             row = f"{method:<10}{_ms(s['seed_miou']):>16}{_ms(s['seed_fg_iou']):>16}"
             row += f"{_ms(s['best_threshold_fg_iou']):>16}"
             row += "".join(f"{_ms(s['seed_iou'][c]):>16}" for c in classes)
-            print(row + f"{s['seconds']['mean']:>10.1f}")
+            print(row + f"{s['seconds']['mean']:>10.1f}{s['stage_peak_rss_mb']['mean']:>8.0f}")
         base = rep["tag_only_baseline"]
-        row = f"{'tags':<8}{base['seed_miou']:>16.3f}{base['seed_fg_iou']:>16.3f}{'':>16}"
+        row = f"{'tags':<10}{base['seed_miou']:>16.3f}{base['seed_fg_iou']:>16.3f}{'':>16}"
         print(row + "".join(f"{base['seed_iou'][c]:>16.3f}" for c in classes) + "   (tag-only seed: whole image)")
+        if summ.get("segmenters"):
+            print(f"\n{ds}: final segmenter (segment.json) on each method's pseudo-labels, real test images")
+            print(f"{'trained on':<12}{'test mIoU':>16}{'test Dice':>16}{'train s':>10}{'RSS MB':>8}")
+            for method, s in summ["segmenters"].items():
+                print(
+                    f"{method:<12}{_ms(s['miou']):>16}{_ms(s['dice']):>16}{s['train_seconds']['mean']:>10.1f}"
+                    f"{s['stage_peak_rss_mb']['mean']:>8.0f}"
+                )
+        if summ.get("mcof", {}).get("mcof_rounds"):
+            print(f"\n{ds}: MCOF per round (seed / region mIoU on training images, segmenter on the test images)")
+            print(f"{'round':<6}{'seed mIoU':>16}{'region mIoU':>16}{'seg mIoU':>16}{'seg Dice':>16}{'seconds':>10}")
+            for r in summ["mcof"]["mcof_rounds"]:
+                cells = [_ms(r[k]) if k in r else "-" for k in ("seed_miou", "region_miou", "segmenter_miou")]
+                cells.append(_ms(r["segmenter_dice"]) if "segmenter_dice" in r else "-")
+                secs = f"{r['seconds']['mean']:.1f}" if "seconds" in r else "-"
+                print(f"{r['round']:<6}" + "".join(f"{c:>16}" for c in cells) + f"{secs:>10}")
+        print(f"\n{ds}: stages (mean over seeds): wall seconds, peak RSS MB")
+        for name, st in summ.get("stages", {}).items():
+            print(f"  {name:<20}{_ms(st['seconds'], 1):>16}{_ms(st['peak_rss_mb'], 0):>12}")
     speeds = [rep["speed"] for rep in report["datasets"].values() if rep.get("speed")]
     if speeds:
         print("\nAdvCAM batched vs one instance at a time (advcam_reference)")
@@ -575,27 +889,127 @@ def print_tables(report: dict) -> None:
                 )
 
 
+def _md(d: dict | None, digits: int = 3) -> str:
+    if not d:
+        return "-"
+    return f"{d['mean']:.{digits}f}" + (f" ± {d['spread'] / 2:.{digits}f}" if d["spread"] is not None else "")
+
+
+def markdown_tables(report: dict) -> str:
+    """The docs' tables (mean ± half range over the seeds) from a results JSON."""
+    lines: list[str] = []
+    for ds, rep in report["datasets"].items():
+        summ = rep.get("summary")
+        if not summ:
+            continue
+        classes = rep["classes"]
+        seeds = summ.get("cam", {}).get("seeds", rep["seeds"])
+        lines += [
+            f"**{ds}** ({rep.get('num_training')} training images, {rep.get('num_test')} test images; seeds {seeds}):",
+            "",
+            "| seeds | seed mIoU | fg IoU | " + " | ".join(f"IoU {c}" for c in classes) + " | seed step (s) |",
+            "| --- | --- | --- | " + " | ".join("---" for _ in classes) + " | --- |",
+        ]
+        for method in (m for m in METHODS if m in summ):
+            s = summ[method]
+            cells = [_md(s["seed_miou"]), _md(s["seed_fg_iou"]), *(_md(s["seed_iou"][c]) for c in classes)]
+            lines.append(f"| {method} | " + " | ".join(cells) + f" | {s['seconds']['mean']:.0f} |")
+        base = rep["tag_only_baseline"]
+        cells = [
+            f"{base['seed_miou']:.3f}",
+            f"{base['seed_fg_iou']:.3f}",
+            *(f"{base['seed_iou'][c]:.3f}" for c in classes),
+        ]
+        lines += ["| tag-only | " + " | ".join(cells) + " | - |", ""]
+        if summ.get("segmenters"):
+            lines += ["| segmenter trained on | test mIoU | test Dice | training (s) |", "| --- | --- | --- | --- |"]
+            for method, s in summ["segmenters"].items():
+                lines.append(
+                    f"| {method} | {_md(s.get('miou'))} | {_md(s.get('dice'))} | {_md(s.get('train_seconds'), 0)} |"
+                )
+            lines.append("")
+        if summ.get("mcof", {}).get("mcof_rounds"):
+            lines += [
+                "| MCOF round | seed mIoU | region mIoU | round segmenter test mIoU | test Dice | seconds |",
+                "| --- | --- | --- | --- | --- | --- |",
+            ]
+            for r in summ["mcof"]["mcof_rounds"]:
+                keys = ("seed_miou", "region_miou", "segmenter_miou", "segmenter_dice")
+                cells = [_md(r.get(k)) for k in keys] + [_md(r.get("seconds"), 0)]
+                lines.append(f"| {r['round']} | " + " | ".join(cells) + " |")
+            lines.append("")
+        if summ.get("stages"):
+            lines += ["| stage | wall (s) | peak RSS (MB) |", "| --- | --- | --- |"]
+            for name, st in summ["stages"].items():
+                lines.append(f"| {name} | {_md(st['seconds'], 0)} | {_md(st['peak_rss_mb'], 0)} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def dataset_settings(ds: str, args: argparse.Namespace) -> dict:
+    """The schedule choices of one dataset's runs (recorded in the JSON next to its results)."""
+    out = {
+        "classifier_epochs": {"blood_smear": args.blood_smear_epochs, "la2018": args.la2018_epochs}.get(
+            ds, args.epochs
+        ),
+        "classifier_epoch_length": args.epoch_length or "bundle default (training images // 16)",
+        "groupwise_epochs": args.groupwise_epochs or bundle_default("num_epochs", "train_groupwise.json"),
+        "advcam_steps": args.advcam_steps or bundle_default("advcam_steps", "make_seeds.json"),
+        "mcof": "smoke: " + json.dumps(MCOF_SMOKE) if args.smoke else "bundle defaults (make_seeds.json mcof::)",
+        "segmenter": None
+        if args.skip_segment
+        else {"num_epochs": args.seg_epochs, "epoch_length": args.seg_epoch_length},
+        "speed_test": not args.skip_speed,
+        "threads": args.threads,
+        "methods": list(args.methods),
+    }
+    if ds == "la2018":
+        out.update(
+            la2018_slice_step=args.la2018_slice_step,
+            la2018_min_pixels=LA2018_MIN_PIXELS,
+            la2018_num_test_cases=LA2018_NUM_TEST,
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.stage:
         with open(args.stage) as f:
             run_stage(json.load(f))
         return
+    if args.markdown:
+        print(markdown_tables(read_json(args.out) or {"datasets": {}}))
+        return
     t0 = time.perf_counter()
+    previous = (read_json(args.out) or {}) if args.resume else {}
     report: dict = {
         "benchmark": "cam_seeds",
         "references": [
             "CAM: Zhou, Khosla, Lapedriza, Oliva, Torralba. CVPR 2016",
             "AdvCAM: Lee, Kim, Lee, Shim. CVPR 2021",
             "PRM: Zhou, Zhu, Ye, Qiu, Jiao. CVPR 2018",
+            "Group-wise semantic mining: Li, Zhou, Li, Zhou, Zhang. AAAI 2021",
+            "MCOF: Wang, You, Li, Ma. CVPR 2018",
         ],
         "args": {k: v for k, v in vars(args).items() if k != "stage"},
-        "datasets": {},
+        # datasets of earlier invocations (--resume) are kept; the ones run now are replaced
+        "datasets": {k: v for k, v in previous.get("datasets", {}).items() if k not in args.datasets},
     }
+
+    def write() -> None:
+        report["wall_seconds_total"] = sum(r.get("wall_seconds", 0.0) for r in report["datasets"].values())
+        atomic_write_json(args.out, report)
+
     for ds in args.datasets:
+        t_ds = time.perf_counter()
         data_dir = dataset_dir(ds, args)
         meta = read_json(os.path.join(data_dir, "dataset.json")) or {}
         rep: dict = {"dataset_dir": data_dir, "classes": meta.get("classes"), "seeds": args.seeds, "runs": []}
+        rep["settings"] = dataset_settings(ds, args)
+        if meta.get("tagging"):
+            rep["tagging"] = meta["tagging"]
+        rep["num_test"] = len(meta.get("test", []))
         rep["tag_only_baseline"] = tag_only_baseline(data_dir)
         report["datasets"][ds] = rep
         for seed in args.seeds:
@@ -603,8 +1017,8 @@ def main(argv: list[str] | None = None) -> None:
             rep["runs"].append(run)
             rep["num_training"] = run["classifier"]["num_training"]
             rep["summary"] = summarise(rep["runs"])
-            report["wall_seconds"] = time.perf_counter() - t0
-            atomic_write_json(args.out, report)
+            rep["wall_seconds"] = time.perf_counter() - t_ds
+            write()
         if not args.skip_speed:
             rep["speed"] = run_speed_test(ds, data_dir, args.seeds[0], args)
             s = rep["speed"]
@@ -614,10 +1028,10 @@ def main(argv: list[str] | None = None) -> None:
                 f"float32 {s['max_abs_diff_float32']:.2e}, float64 {s['max_abs_diff_float64']:.2e}",
                 flush=True,
             )
-        report["wall_seconds"] = time.perf_counter() - t0
-        atomic_write_json(args.out, report)
+        rep["wall_seconds"] = time.perf_counter() - t_ds
+        write()
     print_tables(report)
-    print(f"\nwall time {report['wall_seconds']:.0f} s; written: {args.out}")
+    print(f"\nwall time {time.perf_counter() - t0:.0f} s (this invocation); written: {args.out}")
 
 
 if __name__ == "__main__":
