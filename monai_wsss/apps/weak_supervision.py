@@ -30,6 +30,7 @@ __all__ = ["PseudoLabelWriter"]
 
 IOU_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
 
+
 class _SeedScores:
     """
     Seed IoU pooled over every scored image through MONAI's ``ConfusionMatrixMetric`` (``"threat score"`` =
@@ -231,12 +232,18 @@ class PseudoLabelWriter:
                 seeds = self.maps(self.seed_method, x, tags)
                 for j, item in enumerate(batch):
                     n = s + j
-                    size = tuple(self.loader(item["image"]).shape[1:])
+                    image = self.loader(item["image"])
+                    size = tuple(image.shape[1:])
                     fg = resize_maps(seeds[j : j + 1], size)
                     pseudo = seeds_to_pseudo_label(fg, tags[j : j + 1], self.bg_threshold, normalise=True)[0]
                     if tags[j].sum() == 0:
                         negatives_background &= bool((pseudo == 0).all())
-                    atomic_write_image(os.path.join(tmp, "labels", names[n]), pseudo.cpu().to(torch.uint8))
+                    affine = getattr(image, "affine", None)  # a NIfTI label keeps its image's geometry
+                    atomic_write_image(
+                        os.path.join(tmp, "labels", names[n]),
+                        pseudo.cpu().to(torch.uint8),
+                        None if affine is None else np.asarray(torch.as_tensor(affine).cpu(), dtype=np.float64),
+                    )
                     entry = {"image": os.path.abspath(item["image"]), "label": f"labels/{names[n]}"}
                     entry["class_labels"] = [int(v) for v in tags[j].tolist()]
                     training.append(entry)

@@ -249,3 +249,27 @@ def test_foreground_iou_is_any_class_vs_background(tmp_path):
     assert metrics["seed_iou"] == {"a": 0.0, "b": 0.0}
     assert metrics["seed_background_iou"] == 0.0 and metrics["seed_miou"] == 0.0
     assert metrics["seed_fg_iou"] == 1.0 and metrics["best_threshold"] == {"threshold": 0.05, "fg_iou": 1.0}
+
+
+def test_nifti_pseudo_labels_keep_the_image_affine(tmp_path, tagged):
+    """A 2D NIfTI set with 0.25 mm pixels: the written labels carry each image's affine, so the folder passes the
+    datalist's image / label geometry check."""
+    import nibabel as nib
+
+    load = LoadImage(image_only=True, ensure_channel_first=True)
+    affine = np.diag([0.25, 0.25, 1.0, 1.0])
+    affine[:3, 3] = [10.0, -4.0, 2.5]
+    items = []
+    for n, item in enumerate(tagged["training"]):
+        for key in ("image", "label"):
+            arr = np.asarray(load(item[key]))[0].astype(np.float32)
+            nib.save(nib.Nifti1Image(arr, affine), str(tmp_path / f"{key}_{n}.nii.gz"))
+        items.append(dict(item, image=str(tmp_path / f"image_{n}.nii.gz"), label=str(tmp_path / f"label_{n}.nii.gz")))
+    out = str(tmp_path / "pl")
+    PseudoLabelWriter(items, out, tagged["classes"], PRE, Oracle(items)).run()
+    meta = json.load(open(os.path.join(out, "dataset.json")))
+    for entry in meta["training"]:
+        written = nib.load(os.path.join(out, entry["label"]))
+        np.testing.assert_allclose(written.affine, affine)
+    lists = load_semisupervised_datalist(out, fully_labeled_fraction=None, val_fraction=0.0)
+    assert len(lists["labeled"]) == len(items)
