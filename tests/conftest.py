@@ -16,6 +16,15 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def exception_messages(exc: BaseException | None) -> list[str]:
+    """The messages of ``exc`` and of every exception it was raised from or during (``__cause__`` / ``__context__``)."""
+    chain = []
+    while exc is not None:
+        chain.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
 def _package_file(package: str, *parts: str) -> str:
     import importlib.util
 

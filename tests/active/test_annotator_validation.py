@@ -10,7 +10,7 @@ import os
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, exception_messages
 from monai.bundle import ConfigWorkflow
 
 from monai_wsss.active import AnnotationState, FileAnnotator
@@ -156,10 +156,7 @@ def test_loop_refuses_a_bad_file_then_proceeds_once_it_is_fixed(tmp_path, tiny_t
     for _ in range(2):  # refused on every rerun while the file is wrong, and nothing is recorded
         with pytest.raises(Exception) as err:
             _run(tmp, tiny_tissue_dataset)
-        chain, e = [], err.value
-        while e is not None:
-            chain.append(str(e))
-            e = e.__cause__ or e.__context__
+        chain = exception_messages(err.value)
         assert any(label_file in m and "65535 (1 voxels)" in m and "classes 0..2" in m for m in chain), chain
         assert _queries(tmp) == []
         assert not os.path.isfile(os.path.join(tmp, "outputs", "learning_curve_entropy.csv"))

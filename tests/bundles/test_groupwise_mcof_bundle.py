@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, exception_messages
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from monai_wsss.apps import MCOFSeeds
@@ -161,10 +161,7 @@ def test_a_tag_outside_the_declared_classes_is_refused(tmp_path, small_tagged):
     (bad / "dataset.json").write_text(json.dumps(meta))
     with pytest.raises(Exception) as info:
         _workflow(GROUPWISE, str(tmp_path), dataset_dir=str(bad)).run()
-    chain, e = [], info.value
-    while e is not None:
-        chain.append(str(e))
-        e = e.__cause__ or e.__context__
+    chain = exception_messages(info.value)
     assert any("bad/dataset.json" in m and "['mitochondrion'] are not among the declared classes" in m for m in chain)
 
 

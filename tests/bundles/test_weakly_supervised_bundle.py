@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, exception_messages
 from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.transforms import LoadImage
 
@@ -102,10 +102,7 @@ def test_unknown_class_name_fails_clearly(tmp_path, small_tagged):
     (bad / "dataset.json").write_text(json.dumps(meta))
     with pytest.raises(Exception) as info:
         _run(["train_classifier.json"], str(tmp_path), dataset_dir=str(bad), num_epochs=1, epoch_length=1)
-    chain, e = [], info.value
-    while e is not None:
-        chain.append(str(e))
-        e = e.__cause__ or e.__context__
+    chain = exception_messages(info.value)
     assert any("bad/dataset.json" in m and "['mitochondrion'] are not among the declared classes" in m for m in chain)
 
 

@@ -13,7 +13,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, exception_messages
 from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.transforms import LoadImage
 
@@ -129,8 +129,5 @@ def test_an_unknown_seed_method_names_the_known_ones(tmp_path, small_tagged):
     _untrained_classifier(str(tmp_path), small_tagged)
     with pytest.raises(Exception) as info:
         parser.get_parsed_content("seeds::method")
-    chain, e = [], info.value
-    while e is not None:
-        chain.append(str(e))
-        e = e.__cause__ or e.__context__
+    chain = exception_messages(info.value)
     assert any("gradcam" in m and "cam" in m and "advcam" in m and "prm" in m for m in chain)

@@ -12,7 +12,7 @@ import socket
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, exception_messages
 from ignite.engine import Engine, Events
 from monai.bundle import ConfigWorkflow
 
@@ -170,10 +170,7 @@ def test_dtc_bundle_refuses_a_second_training_in_the_same_folder(tmp_path, holde
     wf.initialize()
     with pytest.raises(Exception) as err:
         wf.run()
-    chain, e = [], err.value
-    while e is not None:
-        chain.append(str(e))
-        e = e.__cause__ or e.__context__
+    chain = exception_messages(err.value)
     expected = f"{out_dir} is in use by another training run: PID {proc.pid} on host {socket.gethostname()}"
     assert any(expected in m for m in chain), chain
     assert os.listdir(ckpt_dir) == []  # the ckpt folder was locked first and released again; nothing written
