@@ -111,7 +111,7 @@ import time
 import numpy as np
 from _common import read_json, run_stage_process
 
-from monai_wsss.utils import atomic_write_json, atomic_write_torch
+from monai_wsss.utils import atomic_path, atomic_write_json, atomic_write_torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE = os.path.join(REPO, "bundles", "weakly_supervised_seg")
@@ -232,7 +232,8 @@ def blood_smear_tagged(src: str, out_dir: str, split_seed: int) -> str:
             mask = mask[..., 0]
         label = ((mask >= 64) * (classes.index(item["wbc_class"]) + 1)).astype(np.uint8)
         label_path = os.path.join(out_dir, "labels", os.path.basename(item["label"]))
-        Image.fromarray(label, mode="L").save(label_path)
+        with atomic_path(label_path, ".png") as tmp:
+            Image.fromarray(label, mode="L").save(tmp, format="PNG")
         entry = {
             "image": os.path.abspath(os.path.join(src, item["image"])),
             "label": os.path.abspath(label_path),
@@ -288,9 +289,9 @@ def la2018_slices(args: argparse.Namespace) -> str:
     if old.get("benchmark_affine") == "identity" and all(old.get("tagging", {}).get(k) == v for k, v in want.items()):
         return out
     build_slice_tag_dataset(src, out, **want)
-    # PseudoLabelWriter writes NIfTI pseudo-labels without an affine (identity), and the datalist check refuses a
-    # label whose affine differs from its image's (here 1.25 mm slices): the slices are rewritten with the identity
-    # affine (pixel grid and values unchanged, spacing dropped; nothing here uses it)
+    # the 2026-12-02 figures were measured on slices rewritten with the identity affine (pixel grid and values
+    # unchanged, spacing dropped), because PseudoLabelWriter then wrote NIfTI labels without their image's affine;
+    # the writer keeps it since, and the rewrite stays so those figures reproduce
     import nibabel as nib
 
     from monai_wsss.utils import atomic_write_nifti
