@@ -178,7 +178,9 @@ def _net(s: dict, features: int) -> dict:
 def _handler_index(config: Path, target: str) -> int:
     with open(config) as f:
         handlers = json.load(f)["train"]["handlers"]
-    return next(i for i, h in enumerate(handlers) if str(h.get("_target_", "")).endswith(target))
+    return next(
+        i for i, h in enumerate(handlers) if isinstance(h, dict) and str(h.get("_target_", "")).endswith(target)
+    )
 
 
 def proxy_overrides(s: dict, args, split: str, folder: str, seed: int) -> dict:

@@ -7,7 +7,8 @@ MONAI does not promise that these names stay: each helper checks the internal it
 - ``monai.handlers.CheckpointSaver``: its ignite ``Checkpoint`` objects (``_final_checkpoint``,
   ``_key_metric_checkpoint``, ``_interval_checkpoint``), their save handler's ``dirname`` / ``filename`` (MONAI's
   fixed-name ``DiskSaver``), and ignite's ``Checkpoint._saved`` list and ``Checkpoint._get_filename_pattern``
-  (:py:func:`make_checkpoint_saver_atomic`, :py:func:`checkpoint_filename_regex`, :py:func:`set_saved_checkpoints`);
+  (:py:func:`make_checkpoint_saver_atomic`, :py:func:`checkpoint_filename_regex`, :py:func:`saved_checkpoints`,
+  :py:func:`set_saved_checkpoints`);
 - ``monai.networks.nets.UNet._get_up_layer``, the hook that builds each decoder level
   (:py:class:`DecoderDropoutUNet`);
 - the attributes of ``monai.networks.nets.resnet.ResNetBlock`` / ``ResNetBottleneck`` (``conv1``, ``conv2``,
@@ -30,6 +31,7 @@ __all__ = [
     "checkpoint_filename_regex",
     "checkpoint_objects",
     "make_checkpoint_saver_atomic",
+    "saved_checkpoints",
     "set_saved_checkpoints",
     "unstride_resnet_block",
 ]
@@ -124,6 +126,18 @@ def set_saved_checkpoints(ckpt, items: Sequence[tuple[int, str]]) -> None:
     if not isinstance(getattr(ckpt, "_saved", None), list) or not hasattr(Checkpoint, "Item"):
         raise _moved("ignite Checkpoint._saved / Checkpoint.Item")
     ckpt._saved[:] = sorted((Checkpoint.Item(p, f) for p, f in items), key=lambda it: it[0])
+
+
+def saved_checkpoints(ckpt) -> list:
+    """
+    The ``(priority, filename)`` items an ignite ``Checkpoint`` counts as saved, best last (its own list).
+
+    Raises:
+        MonaiInternalsChanged: the checkpoint has no ``_saved`` list.
+    """
+    if not isinstance(getattr(ckpt, "_saved", None), list):
+        raise _moved("ignite Checkpoint._saved")
+    return ckpt._saved
 
 
 def _check_up_layer_hook() -> None:

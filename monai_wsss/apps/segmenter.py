@@ -89,7 +89,8 @@ class SegmenterRecipe:
 
     Files: ``ckpt_dir/checkpoint_epoch=N.pt`` (resumable: model, optimiser, trainer; the last ``n_saved`` are
     kept), ``ckpt_dir/model.pt`` (the final state dict) and, with ``save_best``, ``ckpt_dir/model_best.pt`` (the
-    state dict at the evaluation with the best ``dice`` on ``test_data``), written on rank 0 only;
+    state dict at the evaluation with the best ``dice`` on ``test_data``; its score in ``ckpt_dir/model_best.json``, so
+    a resumed training replaces it only with a better one), written on rank 0 only;
     ``output_dir/learning_curve.{csv,png}``, ``output_dir/metrics.csv`` and, with ``save_overlays``,
     ``output_dir/<case>_overlay.png``. :py:meth:`evaluation` builds the same evaluation for a saved ``model.pt``.
 
@@ -224,16 +225,25 @@ class SegmenterRecipe:
         )
         return MultiStreamLoader({"": loader}, epoch_length=self.epoch_length, names={"": self.stream_name})
 
-    def train_handlers(self) -> list:
-        """Resume, evaluation, progress bar, learning curve, checkpoints (the writers on rank 0 only)."""
+    @cached_property
+    def train_state(self) -> dict:
+        """What the interval checkpoints hold and a resume restores: model, optimiser, lr scheduler."""
         state = {"model": self.network, "optimizer": self.optimizer}
         if self.lr_scheduler is not None:
             state["lr_scheduler"] = self.lr_scheduler
-        handlers: list[Any] = self.handlers + [
-            ResumeCheckpointLoader(
-                self.ckpt_dir, state, load_engine_as="trainer", enabled=self.resume, map_location=self.device
-            )
-        ]
+        return state
+
+    @cached_property
+    def resume_loader(self) -> ResumeCheckpointLoader:
+        """Continues from the newest checkpoint in ``ckpt_dir`` (``resume``); its ``path`` says whether it did."""
+        return ResumeCheckpointLoader(
+            self.ckpt_dir, self.train_state, load_engine_as="trainer", enabled=self.resume, map_location=self.device
+        )
+
+    def train_handlers(self) -> list:
+        """Resume, evaluation, progress bar, learning curve, checkpoints (the writers on rank 0 only)."""
+        state = self.train_state
+        handlers: list[Any] = self.handlers + [self.resume_loader]
         if self.lr_scheduler is not None:
             handlers.append(LrScheduleHandler(self.lr_scheduler, print_lr=False, epoch_level=False))
         # every rank evaluates the whole held-out list with the plain module: MONAI's metrics gather their buffers
@@ -359,6 +369,7 @@ class SegmenterRecipe:
                 save_key_metric=True,
                 key_metric_filename="model_best.pt",
                 key_metric_n_saved=1,
+                resume_best=self.resume_loader.resumed,
             ).attach(evaluator)
         return evaluator
 

@@ -6,6 +6,7 @@ from .checkpoint import (
     ResumeCheckpointLoader,
     latest_checkpoint,
     load_model_weights,
+    read_best_record,
     remove_stale_temp_files,
 )
 from .consistency_weight import ConsistencyWeightScheduler, sigmoid_rampup
@@ -39,6 +40,7 @@ __all__ = [
     "load_model_weights",
     "member_dice_metrics",
     "quiet_optional_decoders",
+    "read_best_record",
     "remove_stale_temp_files",
     "save_image_grid",
     "save_overlay_png",

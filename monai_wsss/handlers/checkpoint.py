@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import glob
+import inspect
+import json
 import logging
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import ignite.distributed as idist
 import torch
@@ -15,8 +17,14 @@ from ignite.engine import Events
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
-from ..compat import checkpoint_filename_regex, checkpoint_objects, make_checkpoint_saver_atomic, set_saved_checkpoints
-from ..utils import default_file_mode
+from ..compat import (
+    checkpoint_filename_regex,
+    checkpoint_objects,
+    make_checkpoint_saver_atomic,
+    saved_checkpoints,
+    set_saved_checkpoints,
+)
+from ..utils import atomic_write_json, default_file_mode
 
 __all__ = [
     "AtomicCheckpointSaver",
@@ -24,6 +32,7 @@ __all__ = [
     "ResumeCheckpointLoader",
     "latest_checkpoint",
     "load_model_weights",
+    "read_best_record",
     "remove_stale_temp_files",
 ]
 
@@ -144,22 +153,57 @@ class AtomicCheckpointSaver(CheckpointSaver):
     before its resumed position count among the ``n_saved`` kept ones and are rotated out like the new ones.
     Arguments and files written are those of ``CheckpointSaver``, plus:
 
+    With ``save_key_metric`` and a fixed ``key_metric_filename`` (``model_best.pt``), each time that file is
+    replaced its score is written next to it (``model_best.json``: key metric, value, epoch, iteration), so a user
+    can see which evaluation the weights come from, and a resumed training can go on comparing against it
+    (``resume_best``) instead of replacing the best weights of the interrupted run at its first evaluation.
+
     Args:
         save_engine_as: also save the state (iteration, epoch) of the engine this handler is attached to under this
             key, e.g. ``"trainer"`` for resumable checkpoints. A config cannot reference the trainer from its own
             handlers (circular reference), hence this option.
+        resume_best: when the key-metric file and its score record exist at this handler's first save decision,
+            count them as saved by this run, so the weights are replaced only by a better score. Set it to the
+            training's resume (a bool, or a callable asked at that first decision, such as
+            :py:meth:`ResumeCheckpointLoader.resumed`); a fresh training (``False``) replaces them at its first
+            evaluation, as ``CheckpointSaver`` does.
     """
 
-    def __init__(self, *args, save_engine_as: str | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        save_engine_as: str | None = None,
+        resume_best: bool | Callable[[], bool] = False,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.save_engine_as = save_engine_as
+        self.resume_best = resume_best
         make_checkpoint_saver_atomic(self, DurableDiskSaver)
         self._adopted = False
+        self._best_checked = False
+        self._last_best = None
+        bound = inspect.signature(CheckpointSaver.__init__).bind(self, *args, **kwargs)
+        self._key_metric_name = bound.arguments.get("key_metric_name")
+
+    @property
+    def best_record_path(self) -> str | None:
+        """``<save_dir>/<key_metric_filename stem>.json``, the score of the key-metric file (None: no fixed name)."""
+        ckpt = checkpoint_objects(self).get("key_metric")
+        filename = getattr(getattr(ckpt, "save_handler", None), "filename", None)
+        if not filename:
+            return None
+        return os.path.join(self.save_dir, os.path.splitext(filename)[0] + ".json")
 
     def attach(self, engine) -> None:
         if self.save_engine_as:
             self.save_dict[self.save_engine_as] = engine  # the Checkpoint objects hold this same dict
+        record = self.best_record_path
+        if record is not None:
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self._before_key_metric_save)
         super().attach(engine)
+        if record is not None:
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self._after_key_metric_save)
         if idist.get_rank() == 0:
             remove_stale_temp_files(self.save_dir, self.logger)
         if self._interval_checkpoint is not None:
@@ -191,6 +235,57 @@ class AtomicCheckpointSaver(CheckpointSaver):
             extra, before = before[: len(before) - n_saved], before[len(before) - n_saved :]
             ckpt.save_handler.pending_removal.extend(f for _, f in extra)  # removed once the next one is written
         set_saved_checkpoints(ckpt, before)  # no save has happened yet in this run
+
+    def _before_key_metric_save(self, engine) -> None:
+        """Before each key-metric decision; the first time, with ``resume_best``, count the earlier best as saved."""
+        ckpt = checkpoint_objects(self)["key_metric"]
+        if not self._best_checked:
+            self._best_checked = True
+            resume = self.resume_best() if callable(self.resume_best) else bool(self.resume_best)
+            weights = os.path.join(self.save_dir, ckpt.save_handler.filename)
+            record = read_best_record(self.best_record_path)
+            if resume and record is not None and os.path.isfile(weights):
+                set_saved_checkpoints(ckpt, [(record["priority"], ckpt.save_handler.filename)])
+                self.logger.info(
+                    f"{weights} holds the best {record['key_metric']} so far ({record['value']:.4f}, epoch "
+                    f"{record['epoch']}) of the training this run resumes: only a better score replaces it."
+                )
+        saved = saved_checkpoints(ckpt)
+        self._last_best = saved[-1] if saved else None
+
+    def _after_key_metric_save(self, engine) -> None:
+        """After each key-metric decision: when it replaced the file, write the file's score record."""
+        ckpt = checkpoint_objects(self)["key_metric"]
+        saved = saved_checkpoints(ckpt)
+        if not saved or saved[-1] is self._last_best or idist.get_rank() != 0:
+            return
+        name = self._key_metric_name or getattr(engine.state, "key_metric_name", None)
+        priority = float(saved[-1].priority)
+        value = engine.state.metrics.get(name, priority) if name else priority
+        atomic_write_json(
+            self.best_record_path,
+            {
+                "file": ckpt.save_handler.filename,
+                "key_metric": name,
+                "value": float(value),
+                "priority": priority,
+                "epoch": int(engine.state.epoch),
+                "iteration": int(engine.state.iteration),
+            },
+        )
+
+
+def read_best_record(path: str | None) -> dict | None:
+    """The score record of a key-metric file (:py:class:`AtomicCheckpointSaver`), or None when absent / unreadable."""
+    if path is None or not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        float(record["priority"])
+        return record
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def latest_checkpoint(ckpt_dir: str, pattern: str = "*checkpoint*.pt") -> str | None:
@@ -243,6 +338,10 @@ class ResumeCheckpointLoader:
         self.map_location = map_location
         self.logger = logging.getLogger(name or __name__)
         self.path: str | None = None
+
+    def resumed(self) -> bool:
+        """Whether this run continues from a checkpoint (known once attached), e.g. for ``resume_best``."""
+        return self.path is not None
 
     def attach(self, engine) -> None:
         self.path = latest_checkpoint(self.ckpt_dir, self.pattern) if self.enabled else None
