@@ -14,6 +14,7 @@ from .figures import LearningCurveWriter, OverlayPNGSaver, SynthesisGridSaver, s
 from .lock import OutputFolderInUse, OutputFolderLock
 from .map_accumulator import OnlineMapAccumulator, image_key, load_accumulated_maps
 from .metrics import FeatureDistance, SpacingAwareMetricHandler, member_dice_metrics
+from .pretrained import PretrainedWeightsLoader
 from .progress import ProgressBar
 from .run_info import RunSummary, quiet_optional_decoders
 from .validation import OptionalValidationHandler
@@ -31,6 +32,7 @@ __all__ = [
     "OutputFolderInUse",
     "OutputFolderLock",
     "OverlayPNGSaver",
+    "PretrainedWeightsLoader",
     "ProgressBar",
     "ResumeCheckpointLoader",
     "RunSummary",

@@ -23,7 +23,6 @@ from .nets import (
     resnet_cam_classifier,
 )
 from .utils import (
-    PretrainedWeightsLoader,
     export_encoder,
     frozen_norm_statistics,
     load_pretrained_weights,
@@ -52,7 +51,6 @@ __all__ = [
     "discriminator_logits",
     "region_representations",
     "frozen_norm_statistics",
-    "PretrainedWeightsLoader",
     "export_encoder",
     "load_pretrained_weights",
     "read_state_dict",

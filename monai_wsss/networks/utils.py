@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -13,11 +12,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
 from ..errors import SettingsError
-from ..settings import as_switch
 from ..utils import atomic_write_torch
 
 __all__ = [
-    "PretrainedWeightsLoader",
     "export_encoder",
     "frozen_norm_statistics",
     "load_pretrained_weights",
@@ -174,64 +171,6 @@ def load_pretrained_weights(
         f"{few(unexpected)}."
     )
     return report
-
-
-class PretrainedWeightsLoader:
-    """
-    Training handler behind ``pretrained_weights``: when attached, initialise ``network`` with
-    :py:func:`load_pretrained_weights`, unless the run resumes from a checkpoint in ``ckpt_dir`` (the checkpoint's
-    weights win; pre-trained weights are never loaded over them), in which case it logs that it skips.
-
-    Args:
-        path: the weights file; ``None`` or ``""``: nothing to do.
-        network: the network to initialise.
-        prefix, strip_prefix, map_location: see :py:func:`load_pretrained_weights`.
-        ckpt_dir: where the run's resumable checkpoints are (``None``: never skip).
-        resume: whether the run resumes (the bundle's ``resume`` key); ``False``: always load.
-        pattern: glob of the checkpoint names (as :py:class:`~monai_wsss.handlers.ResumeCheckpointLoader`).
-        name: logger name.
-
-    Attributes:
-        report: what :py:func:`load_pretrained_weights` returned (``None`` when skipped or disabled).
-        skipped_for: the checkpoint the run resumes from when loading was skipped, else ``None``.
-
-    Raises:
-        SettingsError: at attach, see :py:func:`load_pretrained_weights`.
-    """
-
-    def __init__(
-        self,
-        path: str | None,
-        network: torch.nn.Module,
-        prefix: str | Sequence[str] = "",
-        strip_prefix: str = "",
-        ckpt_dir: str | None = None,
-        resume: bool = True,
-        pattern: str = "*checkpoint*.pt",
-        map_location: str | torch.device = "cpu",
-        name: str | None = None,
-    ) -> None:
-        self.path, self.network = path, network
-        self.prefix, self.strip_prefix, self.map_location = prefix, strip_prefix, map_location
-        self.ckpt_dir, self.resume, self.pattern = ckpt_dir, as_switch(resume, "resume"), pattern  # "false" too
-        self.logger = logging.getLogger(name or __name__)
-        self.report: dict[str, list[str]] | None = None
-        self.skipped_for: str | None = None
-
-    def attach(self, engine=None) -> None:
-        if self.path is None or str(self.path) == "":
-            return
-        if self.resume and self.ckpt_dir is not None:
-            found = [f for f in glob.glob(os.path.join(self.ckpt_dir, self.pattern)) if os.path.isfile(f)]
-            if found:
-                self.skipped_for = max(found, key=os.path.getmtime)
-                self.logger.info(
-                    f"Pretrained weights {self.path} not loaded: the run resumes from a checkpoint in {self.ckpt_dir}."
-                )
-                return
-        self.report = load_pretrained_weights(
-            self.network, self.path, self.prefix, self.strip_prefix, self.map_location, self.logger
-        )
 
 
 def export_encoder(

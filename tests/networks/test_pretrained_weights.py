@@ -12,13 +12,8 @@ from conftest import REPO
 from monai.bundle import ConfigParser
 
 from monai_wsss.errors import SettingsError
-from monai_wsss.networks import (
-    DualTaskVNet,
-    PretrainedWeightsLoader,
-    SegmentationEnsemble,
-    export_encoder,
-    load_pretrained_weights,
-)
+from monai_wsss.handlers import PretrainedWeightsLoader
+from monai_wsss.networks import DualTaskVNet, SegmentationEnsemble, export_encoder, load_pretrained_weights
 
 
 def _vnet(**kw) -> DualTaskVNet:
