@@ -237,11 +237,16 @@ def replace_directory(tmp: str, dest: str) -> None:
 
 
 def to_jsonable(value: Any) -> Any:
-    """``value`` with NumPy arrays and scalars (also inside dicts, lists, tuples) turned into plain Python for JSON."""
+    """
+    ``value`` with NumPy arrays and scalars and torch tensors (also inside dicts, lists, tuples) turned into plain
+    Python for JSON, e.g. an evaluator's metrics, whose per-class entries are tensors.
+    """
     if isinstance(value, dict):
         return {k: to_jsonable(x) for k, x in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_jsonable(x) for x in value]
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().tolist()
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):

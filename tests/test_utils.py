@@ -76,3 +76,18 @@ def test_datalist_writer_rejects_a_malformed_list_and_keeps_the_old_file(tmp_pat
     with pytest.raises(TypeError, match="dataset.json.*'training'"):
         atomic_write_datalist(path, {"training": "imagesTr/a.nii.gz"})
     assert (tmp_path / "dataset.json").read_text().strip() == '{\n  "training": []\n}'
+
+
+def test_to_jsonable_turns_evaluator_tensors_into_numbers(tmp_path):
+    import json
+
+    import numpy as np
+    import torch
+
+    from monai_wsss.utils import atomic_write_json, to_jsonable
+
+    metrics = {"dice": 0.5, "dice_per_class": torch.tensor([0.25, 0.75]), "n": np.int64(3), "t": (torch.tensor(2.0),)}
+    out = to_jsonable(metrics)
+    assert out == {"dice": 0.5, "dice_per_class": [0.25, 0.75], "n": 3, "t": [2.0]}
+    atomic_write_json(str(tmp_path / "m.json"), out)
+    assert json.loads((tmp_path / "m.json").read_text())["dice_per_class"] == [0.25, 0.75]
