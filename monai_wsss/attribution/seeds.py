@@ -262,7 +262,13 @@ class GroupwiseSeeds:
             can list this method without having trained it); ``None``: ``network`` is ready.
         map_location: where the checkpoint is loaded.
         groups_per_call: groups per forward pass when maps are computed.
+        graph_maps: which maps are computed: ``"mean"`` (the reference's ``(pre_maps + post_maps) / 2``), ``"pre"``
+            (the backbone's class maps before the graph) or ``"post"`` (after it); the accumulated maps are always
+            the mean. For ablations; ``benchmarks/groupwise_maps.py`` measures the three.
         name: short name of the method. Defaults to ``"groupwise"``.
+
+    Raises:
+        ValueError: ``graph_maps`` is not one of the three.
     """
 
     title = "group-wise"
@@ -274,8 +280,12 @@ class GroupwiseSeeds:
         checkpoint: str | None = None,
         map_location: str | torch.device = "cpu",
         groups_per_call: int = 8,
+        graph_maps: str = "mean",
         name: str = "groupwise",
     ) -> None:
+        if graph_maps not in ("mean", "pre", "post"):
+            raise ValueError(f"`graph_maps` must be 'mean', 'pre' or 'post', got {graph_maps!r}.")
+        self.graph_maps = graph_maps
         self.network = network
         self._maps_source = maps
         self._accumulated: Mapping | None = None
@@ -299,7 +309,8 @@ class GroupwiseSeeds:
             self._accumulated = load_accumulated_maps(src) if isinstance(src, str) else dict(src)
 
     def group_maps(self, images: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
-        """``(B, K, *s)`` maps of every image in a group formed within the call (the image first), in eval mode."""
+        """``(B, K, *s)`` maps (``graph_maps``) of every image in a group formed within the call (the image first),
+        in eval mode."""
         group_size = self.network.group_size
         groups = build_groups(tags.detach().cpu().numpy(), group_size, seed=0, shuffle=False)
         out = []
@@ -311,7 +322,10 @@ class GroupwiseSeeds:
                     chunk = [i for g in groups[s : s + self.groups_per_call] for i in g]
                     idx = torch.tensor(chunk, device=images.device)
                     pred = self.network(images[idx])
-                    maps = (pred["pre_maps"] + pred["post_maps"]) / 2
+                    if self.graph_maps == "mean":
+                        maps = (pred["pre_maps"] + pred["post_maps"]) / 2
+                    else:
+                        maps = pred[f"{self.graph_maps}_maps"]
                     out.append(maps.view(-1, group_size, *maps.shape[1:])[:, 0])
         finally:
             self.network.train(was_training)

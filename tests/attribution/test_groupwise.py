@@ -191,3 +191,14 @@ def test_seeds_need_the_trained_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="accumulated group-wise maps not found"):
         GroupwiseSeeds(net, maps=str(tmp_path / "maps.pt"))(torch.rand(1, 1, 64, 64), torch.ones(1, 1))
     assert os.listdir(tmp_path) == []
+
+
+def test_graph_maps_picks_the_maps_before_or_after_the_graph():
+    torch.manual_seed(0)
+    x, tags = _square_images(6)
+    net = GroupwiseClassifier(resnet_cam_classifier(2, 1, 1, model_name="resnet10", output_stride=16))
+    pre, post, mean = (GroupwiseSeeds(net, graph_maps=w).group_maps(x, tags) for w in ("pre", "post", "mean"))
+    assert not torch.allclose(pre, post)  # the graph changes the maps
+    torch.testing.assert_close(mean, (pre + post) / 2)
+    with pytest.raises(ValueError, match="graph_maps"):
+        GroupwiseSeeds(net, graph_maps="both")
