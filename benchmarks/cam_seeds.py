@@ -34,7 +34,10 @@ Protocol, per dataset and classifier seed, each stage in a fresh subprocess (so 
    ``segment.json`` with ``--dataset_dir`` = that method's pseudo-label folder (its ``test`` list holds the real test
    images and masks), ``segment::num_epochs`` x ``segment::epoch_length`` = ``--seg_epochs`` x
    ``--seg_epoch_length`` (default 10 x 12), seed = the classifier seed; test mIoU / Dice / IoU read from the
-   ``metrics.csv`` that the recipe writes.
+   ``metrics.csv`` that the recipe writes. These are MONAI's per-image means (not pooled like the seed IoUs):
+   ``dice`` and ``jaccard`` (the table's "fg IoU") over the foreground classes of the images that contain them;
+   ``miou`` with the background included, so a negative image counts with its background IoU alone and a segmenter
+   that predicts little foreground scores a high mIoU with a low Dice (PRM on la2018).
 
 Seed metrics (the writer's ``seed_metrics.json``; IoU pooled over all training images, each seed resized to its
 image's own size):
@@ -850,10 +853,12 @@ def print_tables(report: dict) -> None:
         print(row + "".join(f"{base['seed_iou'][c]:>16.3f}" for c in classes) + "   (tag-only seed: whole image)")
         if summ.get("segmenters"):
             print(f"\n{ds}: final segmenter (segment.json) on each method's pseudo-labels, real test images")
-            print(f"{'trained on':<12}{'test mIoU':>16}{'test Dice':>16}{'train s':>10}{'RSS MB':>8}")
+            cols = f"{'test mIoU':>16}{'test Dice':>16}{'test fg IoU':>16}"
+            print(f"{'trained on':<12}{cols}{'train s':>10}{'RSS MB':>8}")
             for method, s in summ["segmenters"].items():
+                fg = _ms(s["jaccard"]) if "jaccard" in s else "-"
                 print(
-                    f"{method:<12}{_ms(s['miou']):>16}{_ms(s['dice']):>16}{s['train_seconds']['mean']:>10.1f}"
+                    f"{method:<12}{_ms(s['miou']):>16}{_ms(s['dice']):>16}{fg:>16}{s['train_seconds']['mean']:>10.1f}"
                     f"{s['stage_peak_rss_mb']['mean']:>8.0f}"
                 )
         if summ.get("mcof", {}).get("mcof_rounds"):
@@ -923,11 +928,13 @@ def markdown_tables(report: dict) -> str:
         ]
         lines += ["| tag-only | " + " | ".join(cells) + " | - |", ""]
         if summ.get("segmenters"):
-            lines += ["| segmenter trained on | test mIoU | test Dice | training (s) |", "| --- | --- | --- | --- |"]
+            lines += [
+                "| segmenter trained on | test mIoU | test Dice | test fg IoU | training (s) |",
+                "| --- | --- | --- | --- | --- |",
+            ]
             for method, s in summ["segmenters"].items():
-                lines.append(
-                    f"| {method} | {_md(s.get('miou'))} | {_md(s.get('dice'))} | {_md(s.get('train_seconds'), 0)} |"
-                )
+                cells = [_md(s.get(k)) for k in ("miou", "dice", "jaccard")] + [_md(s.get("train_seconds"), 0)]
+                lines.append(f"| {method} | " + " | ".join(cells) + " |")
             lines.append("")
         if summ.get("mcof", {}).get("mcof_rounds"):
             lines += [
