@@ -357,7 +357,7 @@ def handler_index(target: str) -> int:
     with open(CONFIGS / "train.json") as f:
         handlers = json.load(f)["train"]["handlers"]
     for i, h in enumerate(handlers):
-        if isinstance(h, dict) and str(h.get("_target_", "")).endswith(target):  # not "@train::resume_loader"
+        if isinstance(h, dict) and str(h.get("_target_", "")).endswith(target):
             return i
     raise KeyError(f"{CONFIGS / 'train.json'}: no handler {target!r} in train::handlers.")
 

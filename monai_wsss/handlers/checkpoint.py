@@ -162,10 +162,12 @@ class AtomicCheckpointSaver(CheckpointSaver):
         save_engine_as: also save the state (iteration, epoch) of the engine this handler is attached to under this
             key, e.g. ``"trainer"`` for resumable checkpoints. A config cannot reference the trainer from its own
             handlers (circular reference), hence this option.
-        resume_best: when the key-metric file and its score record exist at this handler's first save decision,
-            count them as saved by this run, so the weights are replaced only by a better score. Set it to the
-            training's resume (a bool, or a callable asked at that first decision, such as
-            :py:meth:`ResumeCheckpointLoader.resumed`); a fresh training (``False``) replaces them at its first
+        resume_best: whether a run that resumes keeps comparing against the key-metric file and its score record
+            left by the run it continues (so the weights are replaced only by a better score): ``True`` does when
+            ``save_dir`` holds an interval checkpoint (``*checkpoint*.pt``, what
+            :py:class:`ResumeCheckpointLoader` resumes from) when this handler is attached, before the run; set it
+            to the training's ``resume`` switch. A callable is asked at the first save decision instead (e.g.
+            :py:meth:`ResumeCheckpointLoader.resumed`). ``False`` (a fresh training) replaces the file at its first
             evaluation, as ``CheckpointSaver`` does.
     """
 
@@ -200,6 +202,9 @@ class AtomicCheckpointSaver(CheckpointSaver):
             self.save_dict[self.save_engine_as] = engine  # the Checkpoint objects hold this same dict
         record = self.best_record_path
         if record is not None:
+            if not callable(self.resume_best):  # decided now, before this run writes any checkpoint
+                resuming = bool(self.resume_best) and latest_checkpoint(self.save_dir) is not None
+                self.resume_best = bool(resuming)
             engine.add_event_handler(Events.EPOCH_COMPLETED, self._before_key_metric_save)
         super().attach(engine)
         if record is not None:

@@ -179,11 +179,12 @@ def test_resume_false_from_a_command_line_disables_resuming():
     parser = ConfigParser()
     parser.read_config(os.path.join(CONFIGS, "train.json"))
     parser.update({"resume": "false", "amp": "FALSE", "bundle_root": BUNDLE})
-    assert "@train::resume_loader" in parser["train"]["handlers"]
-    assert parser.get_parsed_content("train::resume_loader::enabled") is False
+    handlers = parser["train"]["handlers"]
+    index = next(i for i, h in enumerate(handlers) if h.get("_target_", "").endswith("ResumeCheckpointLoader"))
+    assert parser.get_parsed_content(f"train::handlers::{index}::enabled") is False
     assert parser.get_parsed_content("train::trainer::amp") is False
     parser.update({"resume": "True"})
-    assert parser.get_parsed_content("train::resume_loader::enabled", lazy=False) is True
+    assert parser.get_parsed_content(f"train::handlers::{index}::enabled", lazy=False) is True
 
 
 def test_every_bundle_config_installs_the_hook_and_checks_first():

@@ -15,6 +15,8 @@ import pytest
 import torch
 from conftest import REPO
 
+from monai_wsss.handlers import read_best_record
+
 BUNDLE = os.path.join(REPO, "bundles", "dtc_semisupervised_seg")
 CONFIGS = os.path.join(BUNDLE, "configs")
 SMALL = ["--roi_size", "[32,32,32]", "--network_def#features", "8", "--num_workers", "0"]
@@ -72,9 +74,12 @@ def test_schedule_is_exact_and_logged_split_ordered_best_model_quiet(tmp_path, l
     assert split["validation"] == ["imagesTr/robex.nii.gz"] and split["test"] == []
     assert "labeled (2): imagesTr/robex.nii.gz, imagesTr/robex_mirror.nii.gz" in proc.stdout
     # validated run: the best model by val_mean_dice is kept beside the latest checkpoint and model.pt
-    assert sorted(os.listdir(os.path.join(tmp, "models"))) == ["checkpoint_epoch=2.pt", "model.pt", "model_best.pt"]
+    files = sorted(os.listdir(os.path.join(tmp, "models")))
+    assert files == ["checkpoint_epoch=2.pt", "model.pt", "model_best.json", "model_best.pt"]
     best = torch.load(os.path.join(tmp, "models", "model_best.pt"), weights_only=True)
     assert "seg_head.weight" in best
+    first_best = read_best_record(os.path.join(tmp, "models", "model_best.json"))
+    assert first_best["key_metric"] == "val_mean_dice" and first_best["epoch"] in (1, 2)
     # quiet on CPU: no notice about the optional GPU DICOM decoder; a fresh start is not called a "resume"
     assert "nvImageCodec" not in log and "NvImgCodecPydicomReader" not in log
     assert "Trainer - INFO - Engine run resuming from iteration 0" not in log  # (the evaluator's own run keeps it)
@@ -87,6 +92,8 @@ def test_schedule_is_exact_and_logged_split_ordered_best_model_quiet(tmp_path, l
     assert "Trainer - INFO - Engine run resuming from iteration 0" not in again.stdout + again.stderr
     ckpt = torch.load(os.path.join(tmp, "models", "checkpoint_epoch=3.pt"), weights_only=True)
     assert ckpt["trainer"]["iteration"] == 9
+    # the resumed run compares against the interrupted run's best: model_best.pt never gets worse
+    assert read_best_record(os.path.join(tmp, "models", "model_best.json"))["value"] >= first_best["value"]
 
 
 def test_seeded_split_and_verbose_decoder_notices(tmp_path, labelled_folder):

@@ -54,6 +54,7 @@ def test_best_record_names_the_evaluation_the_weights_come_from(tmp_path):
 
 def test_resumed_training_keeps_the_earlier_best_until_beaten(tmp_path):
     _evaluations(tmp_path, [0.5, 0.8], [1.0, 2.0], resume_best=False)
+    (tmp_path / "checkpoint_epoch=2.pt").write_bytes(b"x")  # what a resumed training continues from
     _evaluations(tmp_path, [0.6], [5.0], resume_best=True)  # the resumed run's first evaluation is worse
     assert _best_weight(tmp_path) == 2.0
     assert read_best_record(str(tmp_path / "model_best.json"))["value"] == 0.8
@@ -67,11 +68,14 @@ def test_fresh_training_replaces_the_earlier_best(tmp_path):
     _evaluations(tmp_path, [0.3], [7.0], resume_best=lambda: False)
     assert _best_weight(tmp_path) == 7.0
     assert read_best_record(str(tmp_path / "model_best.json"))["value"] == 0.3
+    _evaluations(tmp_path, [0.1], [8.0], resume_best=True)  # resume on, but no checkpoint to resume from
+    assert _best_weight(tmp_path) == 8.0
 
 
 def test_unreadable_record_counts_as_none(tmp_path):
     _evaluations(tmp_path, [0.8], [2.0], resume_best=False)
     (tmp_path / "model_best.json").write_text("{not json")
+    (tmp_path / "checkpoint_epoch=1.pt").write_bytes(b"x")
     assert read_best_record(str(tmp_path / "model_best.json")) is None
     _evaluations(tmp_path, [0.3], [7.0], resume_best=True)  # nothing to compare with: replaced
     assert _best_weight(tmp_path) == 7.0
