@@ -281,13 +281,14 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
 
 def read_best_record(path: str | None) -> dict | None:
-    """The score record of a key-metric file (:py:class:`AtomicCheckpointSaver`), or None when absent / unreadable."""
+    """The score record of a key-metric file (:py:class:`AtomicCheckpointSaver`), or None when absent, unreadable or
+    without a numeric ``priority`` / ``value`` / ``epoch`` (then nothing is adopted and the next score replaces it)."""
     if path is None or not os.path.isfile(path):
         return None
     try:
         with open(path) as f:
             record = json.load(f)
-        float(record["priority"])
+        float(record["priority"]), float(record["value"]), int(record["epoch"])
         return record
     except (OSError, ValueError, KeyError, TypeError):
         return None

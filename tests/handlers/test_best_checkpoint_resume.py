@@ -77,5 +77,7 @@ def test_unreadable_record_counts_as_none(tmp_path):
     (tmp_path / "model_best.json").write_text("{not json")
     (tmp_path / "checkpoint_epoch=1.pt").write_bytes(b"x")
     assert read_best_record(str(tmp_path / "model_best.json")) is None
+    (tmp_path / "other.json").write_text('{"priority": 0.9}')  # no value / epoch
+    assert read_best_record(str(tmp_path / "other.json")) is None
     _evaluations(tmp_path, [0.3], [7.0], resume_best=True)  # nothing to compare with: replaced
     assert _best_weight(tmp_path) == 7.0
