@@ -249,6 +249,11 @@ class AtomicCheckpointSaver(CheckpointSaver):
             resume = self.resume_best() if callable(self.resume_best) else bool(self.resume_best)
             weights = os.path.join(self.save_dir, ckpt.save_handler.filename)
             record = read_best_record(self.best_record_path)
+            if resume and record is None and os.path.isfile(str(self.best_record_path)):
+                self.logger.warning(
+                    f"{self.best_record_path}: not a score record (unreadable, or no numeric priority / value / "
+                    f"epoch); {weights} is replaced at this run's first evaluation."
+                )
             if resume and record is not None and os.path.isfile(weights):
                 set_saved_checkpoints(ckpt, [(record["priority"], ckpt.save_handler.filename)])
                 self.logger.info(

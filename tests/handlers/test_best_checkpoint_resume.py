@@ -72,12 +72,14 @@ def test_fresh_training_replaces_the_earlier_best(tmp_path):
     assert _best_weight(tmp_path) == 8.0
 
 
-def test_unreadable_record_counts_as_none(tmp_path):
+def test_unreadable_record_counts_as_none(tmp_path, caplog):
     _evaluations(tmp_path, [0.8], [2.0], resume_best=False)
     (tmp_path / "model_best.json").write_text("{not json")
     (tmp_path / "checkpoint_epoch=1.pt").write_bytes(b"x")
     assert read_best_record(str(tmp_path / "model_best.json")) is None
     (tmp_path / "other.json").write_text('{"priority": 0.9}')  # no value / epoch
     assert read_best_record(str(tmp_path / "other.json")) is None
-    _evaluations(tmp_path, [0.3], [7.0], resume_best=True)  # nothing to compare with: replaced
+    with caplog.at_level("WARNING"):
+        _evaluations(tmp_path, [0.3], [7.0], resume_best=True)  # nothing to compare with: replaced
     assert _best_weight(tmp_path) == 7.0
+    assert "model_best.json: not a score record" in caplog.text
